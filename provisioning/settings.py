@@ -1,0 +1,97 @@
+"""The one settings object of the service.
+
+Every process (worker, projector, API, CLI, tests) reads its configuration through
+`Settings`, from environment variables prefixed `PROVISIONING_` (and an optional `.env`
+file). Nothing else in the code reads `os.environ` for configuration.
+
+`Settings.kafka_config()` maps the typed fields to librdkafka's dotted keys, so SASL/SSL
+settings pass straight through to confluent-kafka without each caller knowing the names.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PROVISIONING_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    # --- Kafka connection -------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:19092", description="Comma-separated host:port list of Kafka brokers."
+    )
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_ca_location: str | None = None
+    kafka_ssl_certificate_location: str | None = None
+    kafka_ssl_key_location: str | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_client_id: str = "provisioning-service"
+
+    # --- Topics -----------------------------------------------------------------------
+    topic_prefix: str = Field(
+        "",
+        description="Namespace put before every topic name ('dev' -> 'dev.provisioning.commands'),"
+        " so several environments can share one cluster.",
+    )
+    topic_partitions: int = Field(12, ge=1, le=10_000)
+    topic_replication_factor: int = Field(1, ge=1, le=10)
+
+    # --- PostgreSQL -------------------------------------------------------------------
+    database_url: SecretStr = Field(
+        SecretStr("postgresql+psycopg://provisioning:provisioning-dev@127.0.0.1:15432/provisioning"),
+        description="SQLAlchemy URL of the service's database (contains a password: secret).",
+    )
+
+    # --- Local development services (`provisioning dev ...`) ----------------------------
+    dev_dir: str = Field(".local", description="Where the local broker and database keep data.")
+    dev_kafka_port: int = 19092
+    dev_kafka_controller_port: int = 19093
+    dev_postgres_port: int = 15432
+
+    def kafka_config(self) -> dict[str, Any]:
+        """librdkafka's dotted keys for the connection; add role-specific keys on top."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol.lower(),
+            "client.id": self.kafka_client_id,
+        }
+        optional = {
+            "sasl.mechanism": self.kafka_sasl_mechanism,
+            "sasl.username": self.kafka_sasl_username,
+            "sasl.password": _reveal(self.kafka_sasl_password),
+            "ssl.ca.location": self.kafka_ssl_ca_location,
+            "ssl.certificate.location": self.kafka_ssl_certificate_location,
+            "ssl.key.location": self.kafka_ssl_key_location,
+            "ssl.key.password": _reveal(self.kafka_ssl_key_password),
+        }
+        config.update({key: value for key, value in optional.items() if value is not None})
+        return config
+
+    def database_url_plain(self) -> str:
+        return self.database_url.get_secret_value()
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return None if secret is None else secret.get_secret_value()
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

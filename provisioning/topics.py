@@ -1,0 +1,176 @@
+"""The service's topics: names, keys and configs (DESIGN.md section 3), and their creation.
+
+`TopicLayout` is the single place that knows what each topic is called under a namespace
+prefix. `create_topics` makes them idempotently and checks the co-partitioning the worker
+relies on: a saga's command, state and step replies must land on the same partition number,
+so those three topics must have the same partition count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+from provisioning.errors import ConfigurationError, TransientError
+
+DAY_MS = 24 * 60 * 60 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    copartitioned: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TopicLayout:
+    """Topic names under one namespace prefix."""
+
+    prefix: str = ""
+
+    def _name(self, base: str) -> str:
+        return f"{self.prefix}.{base}" if self.prefix else base
+
+    @property
+    def commands(self) -> str:
+        return self._name("provisioning.commands")
+
+    @property
+    def events(self) -> str:
+        return self._name("provisioning.events")
+
+    @property
+    def state(self) -> str:
+        return self._name("provisioning.state")
+
+    @property
+    def step_replies(self) -> str:
+        return self._name("provisioning.step-replies")
+
+    @property
+    def commands_dlq(self) -> str:
+        return self._name("provisioning.commands.dlq")
+
+    def step_requests(self, participant: str) -> str:
+        return self._name(f"provisioning.step-requests.{participant}")
+
+    def specs(
+        self, partitions: int, participants: Iterable[str] = ()
+    ) -> list[TopicSpec]:
+        """Every topic with its config; commands, state and step-replies are co-partitioned."""
+        delete_7d = {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)}
+        specs = [
+            TopicSpec(self.commands, partitions, delete_7d, copartitioned=True),
+            TopicSpec(
+                self.events,
+                partitions,
+                {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
+            ),
+            TopicSpec(
+                self.state,
+                partitions,
+                {
+                    "cleanup.policy": "compact",
+                    # Tombstones of expired sagas stay a day so restoring workers see them.
+                    "delete.retention.ms": str(DAY_MS),
+                    "min.compaction.lag.ms": "0",
+                    "segment.ms": str(DAY_MS),
+                },
+                copartitioned=True,
+            ),
+            TopicSpec(self.step_replies, partitions, delete_7d, copartitioned=True),
+            TopicSpec(self.commands_dlq, partitions, {"cleanup.policy": "delete",
+                                                      "retention.ms": str(30 * DAY_MS)}),
+        ]
+        specs += [TopicSpec(self.step_requests(p), partitions, delete_7d) for p in participants]
+        return specs
+
+
+@dataclass(frozen=True, slots=True)
+class TopicReport:
+    created: list[str]
+    existing: list[str]
+
+
+def create_topics(
+    admin: AdminClient,
+    specs: list[TopicSpec],
+    replication_factor: int = 1,
+    timeout_s: float = 30.0,
+) -> TopicReport:
+    """Create the topics that are missing; leave existing ones as they are.
+
+    Raises ConfigurationError when the co-partitioned topics end up with different partition
+    counts (for instance, an existing commands topic with 6 partitions and a request for 12):
+    the worker cannot run on such a layout, and repartitioning is an operator's decision.
+    """
+    existing = _partition_counts(admin, timeout_s)
+    missing = [s for s in specs if s.name not in existing]
+    _check_copartitioning(specs, existing)
+    if missing:
+        futures = admin.create_topics(
+            [
+                NewTopic(s.name, num_partitions=s.partitions,
+                         replication_factor=replication_factor, config=s.config)
+                for s in missing
+            ],
+            operation_timeout=timeout_s,
+            request_timeout=timeout_s,
+        )
+        for name, future in futures.items():
+            try:
+                future.result()
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise _wrap(exc, f"creating topic {name}") from exc
+    return TopicReport(
+        created=[s.name for s in missing],
+        existing=[s.name for s in specs if s.name in existing],
+    )
+
+
+def verify_copartitioning(
+    admin: AdminClient, specs: list[TopicSpec], timeout_s: float = 10.0
+) -> None:
+    """Refuse (ConfigurationError) unless commands, state and step-replies agree on partitions."""
+    _check_copartitioning(specs, _partition_counts(admin, timeout_s))
+
+
+def describe_configs(admin: AdminClient, topic: str, timeout_s: float = 10.0) -> dict[str, str]:
+    resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    try:
+        entries = admin.describe_configs([resource], request_timeout=timeout_s)[resource].result()
+    except KafkaException as exc:
+        raise _wrap(exc, f"describing topic {topic}") from exc
+    return {name: entry.value for name, entry in entries.items()}
+
+
+def _partition_counts(admin: AdminClient, timeout_s: float) -> dict[str, int]:
+    try:
+        metadata = admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise _wrap(exc, "listing topics") from exc
+    return {name: len(topic.partitions) for name, topic in metadata.topics.items()}
+
+
+def _check_copartitioning(specs: list[TopicSpec], existing: dict[str, int]) -> None:
+    counts = {s.name: existing.get(s.name, s.partitions) for s in specs if s.copartitioned}
+    if len(set(counts.values())) > 1:
+        detail = ", ".join(f"{name}={count}" for name, count in sorted(counts.items()))
+        raise ConfigurationError(
+            "co-partitioned topics must have the same partition count, but they have "
+            f"{detail}; a saga's command, state and step replies must share a partition"
+        )
+
+
+def _wrap(exc: KafkaException, doing: str) -> Exception:
+    error = exc.args[0]
+    message = f"{doing}: {error.str() if hasattr(error, 'str') else error}"
+    if hasattr(error, "retriable") and error.retriable():
+        return TransientError(message)
+    return ConfigurationError(message)

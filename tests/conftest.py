@@ -1,0 +1,74 @@
+"""Session fixtures for the real services every integration test uses.
+
+The services come from `provisioning dev env` (the local launcher that `make test` and CI
+start). Set PROVISIONING_TEST_SERVICES=testcontainers on a machine with a Docker engine to
+start throwaway containers instead. A service that does not answer fails the test with a
+message saying how to start it: integration tests are never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from provisioning.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _local_env() -> dict[str, str]:
+    """Parse the `export K=V` lines that `provisioning dev env` prints."""
+    result = subprocess.run(
+        [sys.executable, "-m", "provisioning.cli", "dev", "env"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )
+    env = {}
+    for line in result.stdout.splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+def _testcontainers_env() -> Iterator[dict[str, str]]:
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
+
+    with KafkaContainer().with_kraft() as kafka, PostgresContainer("postgres:16") as postgres:
+        url = postgres.get_connection_url().replace("+psycopg2", "+psycopg")
+        yield {
+            "PROVISIONING_KAFKA_BOOTSTRAP_SERVERS": kafka.get_bootstrap_server(),
+            "PROVISIONING_DATABASE_URL": url,
+            "PROVISIONING_TOPIC_PREFIX": "test",
+        }
+
+
+@pytest.fixture(scope="session")
+def service_env() -> Iterator[dict[str, str]]:
+    if os.environ.get("PROVISIONING_TEST_SERVICES") == "testcontainers":
+        yield from _testcontainers_env()
+    else:
+        yield _local_env()
+
+
+@pytest.fixture(scope="session")
+def base_settings(service_env: dict[str, str]) -> Settings:
+    return Settings(
+        kafka_bootstrap_servers=service_env["PROVISIONING_KAFKA_BOOTSTRAP_SERVERS"],
+        database_url=service_env["PROVISIONING_DATABASE_URL"],
+        topic_prefix=service_env["PROVISIONING_TOPIC_PREFIX"],
+        topic_partitions=3,
+    )
+
+
+@pytest.fixture
+def settings(base_settings: Settings) -> Settings:
+    """Settings with a topic prefix of this test's own, so tests never see each other's data."""
+    prefix = f"{base_settings.topic_prefix}.t{uuid.uuid4().hex[:10]}"
+    return base_settings.model_copy(update={"topic_prefix": prefix})
