@@ -1,0 +1,1 @@
+"""The Avro wire contract of the Provisioning Service: the `.avsc` files and their codec."""
