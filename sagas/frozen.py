@@ -1,0 +1,72 @@
+"""An immutable, hashable mapping for the saga's frozen dataclasses.
+
+Saga states, inputs, events and effects are values: equal when their fields are equal, usable as
+dict keys and safe to share. `dict` is mutable and `types.MappingProxyType` is not hashable,
+hence this small mapping. It compares equal to any mapping with the same items, so a test may
+write `state.outputs == {"tenantId": "t-1"}`.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Iterator, Mapping
+from typing import Any, TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class FrozenMap(Mapping[K, V]):
+    __slots__ = ("_items", "_hash")
+    # FrozenMap[str, str] in annotations; the wire mapping reads the origin class from it.
+    __class_getitem__ = classmethod(types.GenericAlias)
+
+    def __init__(self, items: Mapping[K, V] | Any = ()) -> None:
+        self._items: dict[K, V] = dict(items)
+        self._hash: int | None = None
+
+    def __getitem__(self, key: K) -> V:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash(frozenset(self._items.items()))
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Mapping):
+            return self._items == dict(other.items())
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._items!r})"
+
+    def set(self, key: K, value: V) -> FrozenMap[K, V]:
+        """A copy with `key` set to `value`."""
+        return FrozenMap({**self._items, key: value})
+
+    def merge(self, other: Mapping[K, V]) -> FrozenMap[K, V]:
+        """A copy with the items of `other` added (they win on equal keys)."""
+        return FrozenMap({**self._items, **other})
+
+
+EMPTY: FrozenMap[Any, Any] = FrozenMap()
+
+
+def freeze(mapping: Mapping[K, V] | None) -> FrozenMap[K, V]:
+    """`mapping` as a FrozenMap (itself when it already is one)."""
+    if isinstance(mapping, FrozenMap):
+        return mapping
+    return FrozenMap(mapping or {})
+
+
+def freeze_fields(obj: Any, *names: str) -> None:
+    """In a frozen dataclass's __post_init__: accept any mapping, keep a FrozenMap."""
+    for name in names:
+        object.__setattr__(obj, name, freeze(getattr(obj, name)))

@@ -1,0 +1,92 @@
+"""What can happen to a saga: the inputs of `decide`.
+
+A command starts (or re-runs) a saga; step and compensation results come back from
+participants; timers fire; operators retry or cancel. Results and timers name the run, step
+and attempt they belong to, so `decide` recognises stale ones (a timer for an attempt that
+already answered, a late result after the attempt timed out) and ignores them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sagas.frozen import EMPTY, FrozenMap, freeze_fields
+
+
+class Outcome(StrEnum):
+    SUCCEEDED = "SUCCEEDED"
+    TRANSIENT_FAILURE = "TRANSIENT_FAILURE"
+    PERMANENT_FAILURE = "PERMANENT_FAILURE"
+
+
+class TimerKind(StrEnum):
+    RETRY = "RETRY"  # the backoff after a transient failure is over: next attempt
+    ATTEMPT_TIMEOUT = "ATTEMPT_TIMEOUT"  # an attempt gave no answer in time: transient failure
+    STEP_DEADLINE = "STEP_DEADLINE"  # the step's overall deadline passed: it fails for good
+    COMPENSATION_RETRY = "COMPENSATION_RETRY"  # next attempt of a failed compensation
+    COMPENSATION_TIMEOUT = "COMPENSATION_TIMEOUT"  # a compensation attempt gave no answer
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartCommand:
+    request_id: str
+    workflow_type: str
+    tenant_id: str | None = None
+    params: FrozenMap[str, str] = EMPTY
+    requested_by: str
+    reply_to: str | None = None
+
+    def __post_init__(self) -> None:
+        freeze_fields(self, "params")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepResult:
+    request_id: str
+    run: int
+    step: str
+    attempt: int
+    outcome: Outcome
+    output: FrozenMap[str, str] = EMPTY
+    reason: str | None = None
+
+    def __post_init__(self) -> None:
+        freeze_fields(self, "output")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompensationResult:
+    request_id: str
+    run: int
+    step: str
+    attempt: int
+    succeeded: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimerFired:
+    request_id: str
+    run: int
+    kind: TimerKind
+    step: str
+    attempt: int  # for STEP_DEADLINE: the attempt that armed it (1); not checked
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperatorRetry:
+    request_id: str
+    operator: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperatorCancel:
+    request_id: str
+    operator: str
+    reason: str
+
+
+SagaInput = (
+    StartCommand | StepResult | CompensationResult | TimerFired | OperatorRetry | OperatorCancel
+)
