@@ -1,0 +1,191 @@
+"""The built-in participant: each step call is one transaction on the registry.
+
+In that transaction the call
+1. waits for the advisory lock on its idempotency key (a concurrent duplicate waits here, then
+   finds the first one's record: two calls with one key never both act),
+2. returns the recorded outcome when the key (for this action) was handled before,
+3. otherwise runs the step function inside a savepoint and records the outcome in
+   `step_executions`, so the work and its record commit together or not at all.
+
+A permanent failure (`StepRejected`, or a constraint the request violates) rolls back the
+savepoint and is recorded too: a repeat gets the same answer. Transient failures (database
+unreachable, timeouts, deadlocks, anything unexpected) roll everything back and are not
+recorded, so the saga's retry runs the step afresh. `call` never raises.
+
+Thread-safe: the participant keeps no state but the engine; each call opens its own session
+from the engine's pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from consumer.participants.base import Action, Outcome, StepCall, StepOutcome
+from consumer.participants.builtin import resource, service, tenant, user
+from consumer.participants.builtin.context import (
+    LockSpace,
+    StepContext,
+    StepFunction,
+    StepRejected,
+    advisory_xact_lock,
+)
+from consumer.participants.builtin.models import StepExecution
+
+log = logging.getLogger(__name__)
+
+STEPS_BY_WORKFLOW = {
+    "tenant": tenant.STEPS,
+    "service": service.STEPS,
+    "user": user.STEPS,
+    "resource": resource.STEPS,
+}
+DISPATCH: dict[tuple[str, str, Action], StepFunction] = {
+    (workflow, step, action): function
+    for workflow, steps in STEPS_BY_WORKFLOW.items()
+    for (step, action), function in steps.items()
+}
+
+DEFAULT_TIME_LIMIT_MS = 30_000  # for calls without a deadline
+MAX_TIME_LIMIT_MS = 300_000
+
+# Constraints a request can run into, in the words of the request.
+CONFLICTS = {
+    "uq_tenant_service_subscriptions_active":
+        "the tenant already has an active subscription to this service",
+    "uq_tenants_entity_id": "the entity is already a tenant",
+    "uq_billing_accounts_tenant_id": "the tenant already has a billing account",
+    "uq_memberships_tenant_id_user_id": "the user is already a member of the tenant",
+    "uq_service_instances_subscription_id": "the subscription's resources already exist",
+    "uq_rate_limits_subscription_id": "the subscription already has rate limits",
+    "uq_monitoring_configs_resource_id": "the resource is already monitored",
+    "fk_resources_tenant_id": "the tenant still has allocated resources; release them first",
+    "fk_resources_subscription_id":
+        "the subscription still has allocated resources; release them first",
+    "ck_billing_accounts_currency": "billingInfo.currency must be a three-letter currency code",
+}
+DATABASE_UNAVAILABLE = (
+    sa.exc.OperationalError,  # includes connection refused, timeouts, deadlocks
+    sa.exc.InterfaceError,
+    sa.exc.DisconnectionError,
+    sa.exc.TimeoutError,  # no pooled connection in time
+)
+
+
+class BuiltinParticipant:
+    """Runs the four workflows' steps against the registry tables (see the module doc)."""
+
+    def __init__(self, engine: sa.Engine, clock: Callable[[], float] = time.time) -> None:
+        self._engine = engine
+        self._clock = clock
+
+    def call(self, call: StepCall) -> StepOutcome:
+        function = DISPATCH.get((call.workflow_type, call.step, call.action))
+        if function is None:
+            return StepOutcome.permanent(
+                f"no built-in {call.action.lower()} for step {call.step} of {call.workflow_type}"
+            )
+        try:
+            return self._run(call, function)
+        except DATABASE_UNAVAILABLE as exc:
+            log.warning("registry unavailable", extra=_log_fields(call, exc))
+            return StepOutcome.transient(f"database unavailable: {_first_line(exc)}")
+        except Exception as exc:  # noqa: BLE001 - the contract: report, never raise
+            log.exception("built-in step failed unexpectedly", extra=_log_fields(call, exc))
+            return StepOutcome.transient(f"unexpected {type(exc).__name__}: {_first_line(exc)}")
+
+    def _run(self, call: StepCall, function: StepFunction) -> StepOutcome:
+        time_left_ms = self._time_left_ms(call)
+        if time_left_ms <= 0:
+            return StepOutcome.transient("the call's deadline passed before it started")
+        with Session(self._engine) as session, session.begin():
+            _limit_statement_time(session, time_left_ms)
+            advisory_xact_lock(session, LockSpace.STEP_CALL, call.idempotency_key)
+            recorded = _recorded(session, call.idempotency_key, call.action)
+            if recorded is not None:
+                return recorded
+            outcome = _attempt(session, call, function)
+            if self._time_left_ms(call) <= 0:
+                # The caller stopped waiting: rather than commit work it will not hear of,
+                # roll back and let the saga's retry (or compensation) decide.
+                session.rollback()
+                return StepOutcome.transient("the call's deadline passed before it could commit")
+            session.add(_record(call, outcome))
+            return outcome
+
+    def _time_left_ms(self, call: StepCall) -> int:
+        if call.deadline_at is None:
+            return DEFAULT_TIME_LIMIT_MS
+        return min(call.deadline_at - int(self._clock() * 1000), MAX_TIME_LIMIT_MS)
+
+
+def _attempt(session: Session, call: StepCall, function: StepFunction) -> StepOutcome:
+    if call.action is Action.EXECUTE and _recorded(
+        session, call.idempotency_key, Action.COMPENSATE
+    ) is not None:
+        # A late retry of a step the saga has already undone must not redo it.
+        return StepOutcome.permanent("the step was already compensated; not executing it again")
+    try:
+        with session.begin_nested():
+            output = function(StepContext(session, call))
+            session.flush()
+    except StepRejected as rejected:
+        return StepOutcome.permanent(rejected.reason)
+    except sa.exc.IntegrityError as exc:
+        return StepOutcome.permanent(_describe_violation(exc))
+    except sa.exc.DataError as exc:
+        return StepOutcome.permanent(f"invalid value: {_first_line(exc)}")
+    return StepOutcome(Outcome.SUCCEEDED, {k: str(v) for k, v in output.items()})
+
+
+def _limit_statement_time(session: Session, time_left_ms: int) -> None:
+    # A statement (or a lock wait) that would outlive the caller's deadline is cancelled: the
+    # transaction rolls back and the call reports a transient failure.
+    session.execute(sa.text(f"SET LOCAL statement_timeout = {int(time_left_ms)}"))
+
+
+def _recorded(session: Session, key: str, action: Action) -> StepOutcome | None:
+    row = session.scalars(
+        sa.select(StepExecution).where(
+            StepExecution.idempotency_key == key, StepExecution.action == action.value
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return StepOutcome(Outcome(row.outcome), dict(row.output), row.reason)
+
+
+def _record(call: StepCall, outcome: StepOutcome) -> StepExecution:
+    return StepExecution(
+        idempotency_key=call.idempotency_key, action=call.action.value,
+        request_id=call.request_id, run=call.run, workflow_type=call.workflow_type,
+        step=call.step, outcome=outcome.outcome.value, output=dict(outcome.output),
+        reason=outcome.reason,
+    )
+
+
+def _describe_violation(exc: sa.exc.IntegrityError) -> str:
+    diag = getattr(exc.orig, "diag", None)
+    constraint = getattr(diag, "constraint_name", None)
+    if constraint in CONFLICTS:
+        return CONFLICTS[constraint]
+    detail = getattr(diag, "message_primary", None) or _first_line(exc)
+    return f"rejected by the registry ({constraint or 'constraint'}): {detail}"
+
+
+def _first_line(exc: BaseException) -> str:
+    original = getattr(exc, "orig", None) or exc
+    text = str(original).strip()
+    return text.splitlines()[0] if text else type(original).__name__
+
+
+def _log_fields(call: StepCall, exc: BaseException) -> dict[str, object]:
+    return {
+        "request_id": call.request_id, "workflow_type": call.workflow_type,
+        "tenant_id": call.tenant_id, "step": call.step, "action": call.action.value,
+        "error": type(exc).__name__,
+    }

@@ -1,0 +1,249 @@
+"""Resource workflow: allocate a DATABASE, STORAGE or COMPUTE resource for a tenant's subscribed
+service, within the quota of the subscription's SLA tier, then bill and monitor it.
+
+A DATABASE is real: a PostgreSQL schema in this cluster owned by a NOLOGIN role of its own
+(the service's role is made a member so it can create and later drop both). Application
+logins get access by being granted that role. Creating and dropping them is transactional
+DDL, so they commit or vanish together with the registry row and the idempotency record.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from consumer.participants.base import Action
+from consumer.participants.builtin.context import (
+    LockSpace,
+    StepContext,
+    StepFunction,
+    StepOutput,
+    StepRejected,
+)
+from consumer.participants.builtin.lookups import (
+    active_subscription,
+    active_tenant,
+    delete_created,
+    known_service,
+)
+from consumer.participants.builtin.models import (
+    RESOURCE_TYPES,
+    BillingAccount,
+    BillingUsage,
+    MonitoringConfig,
+    Resource,
+    SlaQuota,
+    Subscription,
+    Tenant,
+)
+
+MONITORED_METRICS = {
+    "DATABASE": ["connections", "storage_used_gb", "query_latency_ms"],
+    "STORAGE": ["storage_used_gb", "requests_per_second"],
+    "COMPUTE": ["cpu_utilisation", "memory_used_mb"],
+}
+ALERT_AT_PERCENT = {"warning": 80, "critical": 95}
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRequest:
+    tenant: Tenant
+    subscription: Subscription
+    resource_type: str
+    quota: SlaQuota
+    units: int  # in quota.unit
+
+
+def validate_subscription(ctx: StepContext) -> StepOutput:
+    _subscribed(ctx)
+    return {}
+
+
+def check_quota(ctx: StepContext) -> StepOutput:
+    _within_quota(ctx, _request(ctx))
+    return {}
+
+
+def allocate_resource(ctx: StepContext) -> StepOutput:
+    request = _request(ctx)
+    # Checked again under a lock: concurrent allocations cannot overrun the quota together.
+    ctx.lock(LockSpace.QUOTA, f"{request.subscription.id}:{request.resource_type}")
+    _within_quota(ctx, request)
+    spec = ctx.params_under("resourceSpec")
+    resource = Resource(
+        id=uuid.uuid4(), tenant_id=request.tenant.id, subscription_id=request.subscription.id,
+        resource_type=request.resource_type, name=spec.get("name") or request.resource_type.lower(),
+        spec=spec, size_units=request.units, created_by_key=ctx.key,
+    )
+    output = {"resourceId": str(resource.id)}
+    if request.resource_type == "DATABASE":
+        resource.db_schema, resource.db_role = database_names(
+            request.tenant.id, resource.id, resource.name
+        )
+        _create_database(ctx, resource.db_schema, resource.db_role)
+        output |= {"databaseSchema": resource.db_schema, "databaseRole": resource.db_role}
+    ctx.session.add(resource)
+    return output
+
+
+def release_resource(ctx: StepContext) -> StepOutput:
+    resource = ctx.session.scalars(
+        sa.select(Resource).where(Resource.created_by_key == ctx.key)
+    ).one_or_none()
+    if resource is None:
+        return {}
+    _drop_database(ctx, resource.db_schema, resource.db_role)
+    ctx.session.delete(resource)  # its billing usage and monitoring go by cascade
+    return {}
+
+
+def update_billing(ctx: StepContext) -> StepOutput:
+    resource = _resource(ctx)
+    account = ctx.session.scalars(
+        sa.select(BillingAccount).where(
+            BillingAccount.tenant_id == resource.tenant_id, BillingAccount.status == "active"
+        )
+    ).one_or_none()
+    if account is None:
+        raise StepRejected(f"tenant {resource.tenant_id} has no active billing account")
+    usage = BillingUsage(
+        id=uuid.uuid4(), tenant_id=resource.tenant_id, billing_account_id=account.id,
+        resource_id=resource.id, metric=f"{resource.resource_type}.{_unit(ctx, resource)}",
+        quantity=resource.size_units, created_by_key=ctx.key,
+    )
+    ctx.session.add(usage)
+    return {"billingUsageId": str(usage.id)}
+
+
+def revert_billing(ctx: StepContext) -> StepOutput:
+    delete_created(ctx, BillingUsage)
+    return {}
+
+
+def configure_monitoring(ctx: StepContext) -> StepOutput:
+    resource = _resource(ctx)
+    config = MonitoringConfig(
+        id=uuid.uuid4(), resource_id=resource.id, tenant_id=resource.tenant_id,
+        metrics={"collect": MONITORED_METRICS[resource.resource_type]},
+        alert_rules={
+            "capacity": resource.size_units, "unit": _unit(ctx, resource),
+            "usagePercent": ALERT_AT_PERCENT,
+        },
+        created_by_key=ctx.key,
+    )
+    ctx.session.add(config)
+    return {"monitoringConfigId": str(config.id)}
+
+
+def remove_monitoring(ctx: StepContext) -> StepOutput:
+    delete_created(ctx, MonitoringConfig)
+    return {}
+
+
+# --- checks ---------------------------------------------------------------------------------------
+
+
+def _subscribed(ctx: StepContext) -> tuple[Tenant, Subscription]:
+    tenant = active_tenant(ctx)
+    service = known_service(ctx)
+    subscription = active_subscription(ctx.session, tenant.id, service.name)
+    if subscription is None:
+        raise StepRejected(f"tenant {tenant.id} has no active subscription to {service.name}")
+    return tenant, subscription
+
+
+def _request(ctx: StepContext) -> ResourceRequest:
+    tenant, subscription = _subscribed(ctx)
+    resource_type = ctx.param("resourceType").upper()
+    if resource_type not in RESOURCE_TYPES:
+        raise StepRejected(f"unsupported resource type {resource_type}")
+    quota = ctx.session.get(SlaQuota, (subscription.sla_tier, resource_type))
+    if quota is None:
+        raise StepRejected(f"SLA tier {subscription.sla_tier} allows no {resource_type}")
+    units = _units(ctx, quota.unit)
+    return ResourceRequest(tenant, subscription, resource_type, quota, units)
+
+
+def _units(ctx: StepContext, unit: str) -> int:
+    """The requested size (`resourceSpec.<unit>`); 1 when the spec does not say."""
+    raw = ctx.optional(f"resourceSpec.{unit}")
+    if raw is None:
+        return 1
+    if not re.fullmatch(r"[0-9]{1,9}", raw) or int(raw) <= 0:
+        raise StepRejected(f"resourceSpec.{unit} must be a positive whole number, not {raw!r}")
+    return int(raw)
+
+
+def _within_quota(ctx: StepContext, request: ResourceRequest) -> None:
+    in_use = ctx.session.scalar(
+        sa.select(sa.func.sum(Resource.size_units)).where(
+            Resource.subscription_id == request.subscription.id,
+            Resource.resource_type == request.resource_type,
+            Resource.status == "active",
+        )
+    ) or 0
+    quota = request.quota
+    if in_use + request.units > quota.max_units:
+        raise StepRejected(
+            f"quota exceeded: {request.units} {quota.unit} of {request.resource_type} requested, "
+            f"{in_use} in use, {quota.max_units} allowed for {request.subscription.service_name} "
+            f"on SLA tier {quota.sla_tier}"
+        )
+
+
+def _resource(ctx: StepContext) -> Resource:
+    resource_id = ctx.id_param("resourceId", "resource")
+    resource = ctx.session.get(Resource, resource_id)
+    if resource is None:
+        raise StepRejected(f"unknown resource {resource_id}")
+    return resource
+
+
+def _unit(ctx: StepContext, resource: Resource) -> str:
+    subscription = ctx.session.get_one(Subscription, resource.subscription_id)
+    return ctx.session.get_one(SlaQuota, (subscription.sla_tier, resource.resource_type)).unit
+
+
+# --- the real database ----------------------------------------------------------------------------
+
+
+def database_names(tenant_id: uuid.UUID, resource_id: uuid.UUID, name: str) -> tuple[str, str]:
+    """Schema and role of a DATABASE resource: plain lower-case identifiers that say whose and
+    which resource they are, within PostgreSQL's 63 bytes."""
+    label = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:20] or "db"
+    schema = f"tenant_{tenant_id.hex[:12]}_{label}_{resource_id.hex[:8]}"
+    return schema, f"{schema}_owner"
+
+
+def _create_database(ctx: StepContext, schema: str, role: str) -> None:
+    quote = ctx.session.get_bind().dialect.identifier_preparer.quote
+    for statement in (
+        f"CREATE ROLE {quote(role)} NOLOGIN",
+        # Membership lets this service create objects as the role and drop it later.
+        f"GRANT {quote(role)} TO CURRENT_USER",
+        f"CREATE SCHEMA {quote(schema)} AUTHORIZATION {quote(role)}",
+    ):
+        ctx.session.execute(sa.text(statement))
+
+
+def _drop_database(ctx: StepContext, schema: str | None, role: str | None) -> None:
+    quote = ctx.session.get_bind().dialect.identifier_preparer.quote
+    if schema:
+        ctx.session.execute(sa.text(f"DROP SCHEMA IF EXISTS {quote(schema)} CASCADE"))
+    if role:
+        ctx.session.execute(sa.text(f"DROP ROLE IF EXISTS {quote(role)}"))
+
+
+STEPS: dict[tuple[str, Action], StepFunction] = {
+    ("validate-subscription", Action.EXECUTE): validate_subscription,
+    ("check-quota", Action.EXECUTE): check_quota,
+    ("allocate-resource", Action.EXECUTE): allocate_resource,
+    ("allocate-resource", Action.COMPENSATE): release_resource,
+    ("update-billing", Action.EXECUTE): update_billing,
+    ("update-billing", Action.COMPENSATE): revert_billing,
+    ("configure-monitoring", Action.EXECUTE): configure_monitoring,
+    ("configure-monitoring", Action.COMPENSATE): remove_monitoring,
+}
