@@ -57,8 +57,28 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--prefix", help="topic namespace prefix (default from settings)")
     create.set_defaults(handler=_topics_create)
 
-    demo = commands.add_parser("demo", help="publish a sample command and read it back")
+    demo = commands.add_parser("demo", help="run a mixed batch of provisioning requests")
     demo.set_defaults(handler=_demo)
+
+    worker = commands.add_parser("worker", help="run sagas: consume commands, produce events")
+    worker.add_argument("--group", default="provisioning-worker", help="consumer group id")
+    worker.add_argument("--instance-id", help="stable id of this process (default: host name)")
+    worker.add_argument("--commit-interval-ms", type=int, default=100)
+    worker.add_argument("--max-in-flight", type=int, default=10_000)
+    worker.add_argument("--step-concurrency", type=int, default=32)
+    worker.add_argument("--idempotency-window-s", type=int, default=7 * 24 * 3600)
+    worker.set_defaults(handler=_worker)
+
+    db = commands.add_parser("db", help="the service's database")
+    db_commands = db.add_subparsers(metavar="ACTION", required=True)
+    db_commands.add_parser("upgrade", help="apply migrations").set_defaults(handler=_db_upgrade)
+
+    registry = commands.add_parser("registry", help="the built-in participants' registry")
+    registry_commands = registry.add_subparsers(metavar="ACTION", required=True)
+    add_entity = registry_commands.add_parser("add-entity", help="register an eligible entity")
+    add_entity.add_argument("--id", required=True, dest="entity_id")
+    add_entity.add_argument("--name", required=True)
+    add_entity.set_defaults(handler=_registry_add_entity)
     return parser
 
 
@@ -113,6 +133,39 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from provisioning.demo import run_demo
 
     return run_demo(settings)
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer.main import run_worker
+    from consumer.worker import WorkerOptions
+
+    defaults = WorkerOptions()
+    options = WorkerOptions(
+        group_id=args.group,
+        instance_id=args.instance_id or defaults.instance_id,
+        commit_interval_ms=args.commit_interval_ms,
+        max_in_flight=args.max_in_flight,
+        step_concurrency=args.step_concurrency,
+        idempotency_window_ms=args.idempotency_window_s * 1000,
+    )
+    return run_worker(settings, options)
+
+
+def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
+    from provisioning.database import upgrade
+
+    upgrade(settings)
+    print("database is at the latest revision")
+    return 0
+
+
+def _registry_add_entity(args: argparse.Namespace, settings: Settings) -> int:
+    from consumer.participants.builtin.registry import add_entity
+    from provisioning.database import create_engine
+
+    add_entity(create_engine(settings), args.entity_id, args.name)
+    print(f"entity {args.entity_id} registered as eligible")
+    return 0
 
 
 if __name__ == "__main__":

@@ -125,8 +125,9 @@ class LocalPostgres:
             f"SELECT 1 FROM pg_roles WHERE rolname = '{SERVICE_ROLE}'", database="postgres"
         )
         if exists.stdout.strip() != "1":
+            # CREATEROLE: the built-in resource participant creates a role per tenant database.
             self._psql(
-                f"CREATE ROLE {SERVICE_ROLE} LOGIN PASSWORD '{SERVICE_PASSWORD}'",
+                f"CREATE ROLE {SERVICE_ROLE} LOGIN CREATEROLE PASSWORD '{SERVICE_PASSWORD}'",
                 database="postgres",
             )
         has_db = self._psql(

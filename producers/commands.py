@@ -1,0 +1,99 @@
+"""Publishing provisioning commands: what a platform service imports to delegate provisioning.
+
+A command is an Avro record (`ProvisionTenantRequest`, ...) keyed by its requestId. The
+producer uses librdkafka's `murmur2_random` partitioner, the Java client's default, so a Java
+or Go service publishing the same requestId lands on the same partition.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from provisioning.errors import ProvisioningError, TransientError
+from provisioning.settings import Settings
+from provisioning.topics import TopicLayout
+from schemas import codec
+
+COMMAND_RECORDS = frozenset(
+    {
+        "ProvisionTenantRequest",
+        "ProvisionServiceRequest",
+        "ProvisionUserRequest",
+        "ProvisionResourceRequest",
+    }
+)
+
+log = logging.getLogger(__name__)
+
+
+class PublishError(ProvisioningError):
+    """A command could not be delivered to the commands topic."""
+
+
+def producer_config(settings: Settings) -> dict[str, Any]:
+    return {
+        **settings.kafka_config(),
+        "partitioner": "murmur2_random",
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+    }
+
+
+class CommandPublisher:
+    """Publishes commands; call `flush()` to wait for delivery (or use it as a context manager)."""
+
+    def __init__(self, settings: Settings, producer: Producer | None = None) -> None:
+        self._topic = TopicLayout(settings.topic_prefix).commands
+        self._producer = producer or Producer(producer_config(settings), logger=log)
+        self._failures: list[KafkaError] = []
+
+    def publish(
+        self, record_name: str, command: Mapping[str, Any], traceparent: str | None = None
+    ) -> str:
+        """Queue one command for delivery; returns its requestId."""
+        if record_name not in COMMAND_RECORDS:
+            raise PublishError(f"{record_name} is not a command; expected one of "
+                               f"{', '.join(sorted(COMMAND_RECORDS))}")
+        request_id = str(command["requestId"])
+        self._producer.produce(
+            self._topic,
+            key=request_id.encode(),
+            value=codec.encode(record_name, command),
+            headers=codec.headers_for(record_name, traceparent),
+            on_delivery=self._on_delivery,
+        )
+        self._producer.poll(0)
+        return request_id
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until every queued command is delivered; raise if any was not."""
+        remaining = self._producer.flush(timeout_s)
+        failures, self._failures = self._failures, []
+        if remaining:
+            raise TransientError(f"{remaining} commands not delivered within {timeout_s} s")
+        if failures:
+            first = failures[0]
+            error_class = TransientError if first.retriable() else PublishError
+            raise error_class(f"{len(failures)} commands not delivered: {first.str()}")
+
+    def __enter__(self) -> CommandPublisher:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.flush()
+
+    def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            self._failures.append(error)
+
+
+def wrap_kafka_error(exc: KafkaException, doing: str) -> ProvisioningError:
+    error = exc.args[0]
+    message = f"{doing}: {error.str()}"
+    return TransientError(message) if error.retriable() else ProvisioningError(message)
