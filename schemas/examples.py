@@ -88,6 +88,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "workflowVersion": 1,
         "requestedBy": "user-42",
         "payloadHash": "9c1185a5c5e9fc54612808977ee8f548b2258d31aa0fd1d9f1e5bd6b0f8a35e3",
+        "params": {"entityId": "entity-42", "subscriptionPlan": "BUSINESS"},
+        "replyTo": "entity-management.provisioning-replies",
     },
     "ProvisioningStepStarted": {
         **_EVENT,
@@ -97,6 +99,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "step": "create-tenant",
         "attempt": 1,
         "participant": "entity-management",
+        "deadlineAt": T0 + 10_014,
+        "stepDeadline": T0 + 60_014,
     },
     "ProvisioningStepCompleted": {
         **_EVENT,
@@ -129,6 +133,16 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "reason": "billing provider rejected the payment method",
         "failedStep": "setup-billing",
     },
+    "ProvisioningCompensationStarted": {
+        **_EVENT,
+        "sequence": 7,
+        "occurredAt": T0 + 2_250,
+        "step": "create-tenant",
+        "attempt": 1,
+        "participant": "entity-management",
+        "compensation": "delete-tenant",
+        "deadlineAt": T0 + 12_250,
+    },
     "ProvisioningStepCompensated": {
         **_EVENT,
         "sequence": 8,
@@ -143,6 +157,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "step": "create-tenant",
         "attempt": 5,
         "reason": "entity management answered 500 five times",
+        "nextRetryAt": None,
     },
     "ProvisioningRejected": {
         **_EVENT,
@@ -179,6 +194,9 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "attempts": {"validate-entity": 1, "create-tenant": 1, "setup-billing": 1},
         "nextRetryAt": T0 + 1_500,
         "stepDeadline": None,
+        "attemptDeadline": None,
+        "compensationAttempts": {},
+        "compensationFailedSteps": [],
         "failedStep": None,
         "reason": None,
         "resourceId": None,

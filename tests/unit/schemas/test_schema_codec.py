@@ -32,6 +32,7 @@ CONTRACT = frozenset(
         "ProvisioningStepFailed",
         "ProvisioningSucceeded",
         "ProvisioningFailedEvent",
+        "ProvisioningCompensationStarted",
         "ProvisioningStepCompensated",
         "ProvisioningCompensationFailed",
         "ProvisioningRejected",
