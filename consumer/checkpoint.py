@@ -1,0 +1,124 @@
+"""The worker's one commit sequence.
+
+A `Checkpoint` is one Kafka transaction holding many saga transitions (never one per message).
+What happens, in order, and why:
+
+1. While the transaction is open, every transition produces its records into it as it happens:
+   events (`provisioning.events`), the saga's state snapshot (`provisioning.state`), seed
+   replies (the command's `replyTo`) and DLQ records. None is visible to read_committed
+   readers yet.
+2. The side effects a transition asks for — starting a step or a compensation, arming a timer —
+   are *held* in the checkpoint, not started.
+3. `commit()`: `send_offsets_to_transaction` with the next offsets of every command and
+   step-reply partition consumed since the last commit, together with the consumer group
+   metadata (so a fenced zombie cannot commit), then `commit_transaction`, which flushes the
+   produced records and commits records and offsets atomically. Inputs and outputs of a batch
+   therefore land together or not at all: exactly once between Kafka inputs and outputs.
+4. Only after the commit succeeded are the held side effects released to the step runner and
+   the timer queue. A step thus only ever runs for a state that is durable; if the process dies
+   before it finishes, the restored saga runs it again with the same idempotency key.
+5. `begin()` opens the next transaction.
+
+If producing or committing fails with an abortable error, `abort()` discards the transaction
+and the held effects; the worker then rewinds to the last committed state (restores its
+partitions again and seeks to the committed offsets) so nothing is lost or doubled.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from provisioning.errors import ProvisioningError, TransientError
+
+
+class TransactionAborted(TransientError):
+    """The open transaction had to be aborted; the worker rewinds to the last commit."""
+
+
+class ProducerFenced(ProvisioningError):
+    """Another worker took over this transactional id; this process must stop."""
+
+
+@dataclass(slots=True)
+class Checkpoint:
+    producer: Producer
+    consumer: Consumer
+    timeout_s: float = 30.0
+    opened_at: float = 0.0
+    transitions: int = 0
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    held: list[tuple[int, Any]] = field(default_factory=list)
+    open: bool = False
+
+    def begin(self) -> None:
+        self._guard(self.producer.begin_transaction)
+        self.open = True
+        self.opened_at = time.monotonic()
+        self.transitions = 0
+
+    def consumed(self, topic: str, partition: int, offset: int) -> None:
+        """Record that the message at `offset` was fully handled within this transaction."""
+        self.offsets[(topic, partition)] = offset + 1
+
+    def hold(self, partition: int, effect: Any) -> None:
+        self.held.append((partition, effect))
+
+    def age_s(self) -> float:
+        return time.monotonic() - self.opened_at if self.open else 0.0
+
+    def is_empty(self) -> bool:
+        return not self.offsets and not self.transitions
+
+    def commit(self) -> list[tuple[int, Any]]:
+        """Steps 3 and 4: commit offsets and records together, then hand back the held effects."""
+        if self.offsets:
+            positions = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
+            self._guard(
+                self.producer.send_offsets_to_transaction,
+                positions,
+                self.consumer.consumer_group_metadata(),
+                self.timeout_s,
+            )
+        self._guard(self.producer.commit_transaction, self.timeout_s)
+        released, self.held = self.held, []
+        self.offsets.clear()
+        self.open = False
+        return released
+
+    def abort(self) -> None:
+        """Discard the open transaction and everything held for it."""
+        self.held.clear()
+        self.offsets.clear()
+        if self.open:
+            try:
+                self.producer.abort_transaction(self.timeout_s)
+            except KafkaException as exc:
+                _raise_if_fatal(exc)
+        self.open = False
+
+    def _guard(self, operation: Any, *args: Any, tries: int = 3) -> Any:
+        for attempt in range(1, tries + 1):
+            try:
+                return operation(*args)
+            except KafkaException as exc:
+                _raise_if_fatal(exc)
+                error: KafkaError = exc.args[0]
+                # Retriable errors of commit/send_offsets may be retried as they are.
+                if error.retriable() and not error.txn_requires_abort() and attempt < tries:
+                    continue
+                raise TransactionAborted(f"transaction must abort: {error.str()}") from exc
+        raise AssertionError("unreachable")
+
+
+def _raise_if_fatal(exc: KafkaException) -> None:
+    error: KafkaError = exc.args[0]
+    if error.fatal() or error.code() in (
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+    ):
+        raise ProducerFenced(f"producer fenced or fatal: {error.str()}") from exc

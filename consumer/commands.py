@@ -1,0 +1,128 @@
+"""From a decoded Avro command to the saga's `StartCommand`, or a clear reason why not.
+
+Avro already guarantees types; these models add what Avro cannot say: formats (UUIDs,
+e-mail addresses, currency codes), sizes, and the names of steps' inputs. A command that fails
+here never reaches a saga: the worker sends it to the DLQ with the reason.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from provisioning.errors import ProvisioningError
+from sagas import StartCommand
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Identifier = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
+]
+Email = Annotated[
+    str, StringConstraints(max_length=254, pattern=r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+]
+Topic = Annotated[str, StringConstraints(max_length=249, pattern=r"^[A-Za-z0-9._-]+$")]
+SpecKey = Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
+SpecValue = Annotated[str, StringConstraints(max_length=256)]
+
+
+class InvalidCommand(ProvisioningError):
+    """The command is well-formed Avro but not a valid provisioning request."""
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    requestId: uuid.UUID
+    requestedBy: Identifier
+    replyTo: Topic | None = None
+    requestedAt: Any = None
+
+
+class BillingInfo(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    accountName: Name
+    billingEmail: Email
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+    paymentMethod: Name | None = None
+
+
+class ProvisionTenantRequest(_Command):
+    entityId: Identifier
+    tenantName: Name | None = None
+    subscriptionPlan: str
+    billingInfo: BillingInfo
+
+
+class ProvisionServiceRequest(_Command):
+    tenantId: Identifier
+    serviceName: Identifier
+    slaTier: str
+
+
+class ProvisionUserRequest(_Command):
+    tenantId: Identifier
+    email: Email
+    roleName: Identifier
+
+
+class ProvisionResourceRequest(_Command):
+    tenantId: Identifier
+    serviceName: Identifier
+    resourceType: str
+    resourceSpec: Annotated[dict[SpecKey, SpecValue], Field(max_length=32)]
+
+
+WORKFLOW_OF_RECORD: dict[str, tuple[str, type[_Command]]] = {
+    "ProvisionTenantRequest": ("tenant", ProvisionTenantRequest),
+    "ProvisionServiceRequest": ("service", ProvisionServiceRequest),
+    "ProvisionUserRequest": ("user", ProvisionUserRequest),
+    "ProvisionResourceRequest": ("resource", ProvisionResourceRequest),
+}
+
+
+def to_start_command(record_name: str, value: Mapping[str, Any]) -> StartCommand:
+    """Validate a decoded command and flatten its parameters for the saga."""
+    try:
+        workflow_type, model = WORKFLOW_OF_RECORD[record_name]
+    except KeyError:
+        raise InvalidCommand(f"{record_name} is not a provisioning command") from None
+    if "resourceType" in value and value["resourceType"] == "UNSUPPORTED":
+        raise InvalidCommand("resourceType UNSUPPORTED: this service does not know that type")
+    try:
+        command = model.model_validate(dict(value))
+    except ValidationError as exc:
+        raise InvalidCommand(_describe(exc)) from None
+    params = flatten(command.model_dump(exclude={"requestId", "replyTo", "requestedAt"},
+                                        exclude_none=True))
+    return StartCommand(
+        request_id=str(command.requestId),
+        workflow_type=workflow_type,
+        tenant_id=getattr(command, "tenantId", None),
+        params=params,
+        requested_by=command.requestedBy,
+        reply_to=command.replyTo,
+    )
+
+
+def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested records and maps become dotted keys: billingInfo.currency, resourceSpec.sizeGb."""
+    flat: dict[str, str] = {}
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, Mapping):
+            flat.update(flatten(item, f"{name}."))
+        elif item is not None:
+            flat[name] = str(item.value if hasattr(item, "value") else item)
+    return flat
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "command"
+        parts.append(f"{where}: {error['msg']}")
+    return "invalid command: " + "; ".join(parts)

@@ -1,0 +1,134 @@
+"""Saga states of the partitions this worker owns, restored from the compacted state topic.
+
+The state topic is the source of truth: the latest `SagaState` of every saga keyed by
+requestId, tombstoned once a terminal saga leaves the idempotency window. On assignment the
+worker reads a partition from its beginning up to its last stable offset (read_committed, so
+state of an aborted transaction is never seen) and keeps the result here; on revocation it
+drops it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+from provisioning.errors import TransientError
+from sagas import SagaState, Status
+
+log = logging.getLogger(__name__)
+
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED})
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreReport:
+    partition: int
+    states: int
+    records: int
+    seconds: float
+
+
+class StateStore:
+    def __init__(self) -> None:
+        self._partitions: dict[int, dict[str, SagaState]] = {}
+        self._in_flight = 0
+
+    @property
+    def in_flight(self) -> int:
+        """Sagas not yet COMPLETED or FAILED, over all owned partitions."""
+        return self._in_flight
+
+    def owns(self, partition: int) -> bool:
+        return partition in self._partitions
+
+    def partitions(self) -> list[int]:
+        return list(self._partitions)
+
+    def get(self, partition: int, request_id: str) -> SagaState | None:
+        return self._partitions[partition].get(request_id)
+
+    def put(self, partition: int, state: SagaState) -> None:
+        states = self._partitions[partition]
+        previous = states.get(state.request_id)
+        self._in_flight += _active(state) - _active(previous)
+        states[state.request_id] = state
+
+    def remove(self, partition: int, request_id: str) -> None:
+        previous = self._partitions[partition].pop(request_id, None)
+        self._in_flight -= _active(previous)
+
+    def adopt(self, partition: int, states: dict[str, SagaState]) -> None:
+        self.drop(partition)
+        self._partitions[partition] = states
+        self._in_flight += sum(_active(s) for s in states.values())
+
+    def drop(self, partition: int) -> None:
+        states = self._partitions.pop(partition, {})
+        self._in_flight -= sum(_active(s) for s in states.values())
+
+    def states(self, partition: int) -> Iterator[SagaState]:
+        return iter(list(self._partitions[partition].values()))
+
+
+def _active(state: SagaState | None) -> int:
+    return int(state is not None and state.status not in TERMINAL)
+
+
+def restore_partition(
+    consumer: Consumer,
+    topic: str,
+    partition: int,
+    decode: Callable[[bytes], SagaState],
+    timeout_s: float = 120.0,
+) -> tuple[dict[str, SagaState], RestoreReport]:
+    """Read one state partition to its end; the latest record per key wins, tombstones delete."""
+    started = time.perf_counter()
+    tp = TopicPartition(topic, partition)
+    try:
+        low, end = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+    except KafkaException as exc:
+        raise TransientError(f"reading watermarks of {topic}[{partition}]: {exc}") from exc
+    states: dict[str, SagaState] = {}
+    records = 0
+    if end > low:
+        consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+        records = _read_to(consumer, tp, end, states, decode, time.monotonic() + timeout_s)
+        consumer.unassign()
+    report = RestoreReport(partition, len(states), records, time.perf_counter() - started)
+    log.info("restored partition", extra={"partition": partition, "states": len(states),
+                                           "records": records, "seconds": report.seconds})
+    return states, report
+
+
+def _read_to(
+    consumer: Consumer,
+    tp: TopicPartition,
+    end: int,
+    states: dict[str, SagaState],
+    decode: Callable[[bytes], SagaState],
+    deadline: float,
+) -> int:
+    records = 0
+    while True:
+        for message in consumer.consume(num_messages=5000, timeout=0.2):
+            if message.error():
+                raise TransientError(f"restoring {tp.topic}[{tp.partition}]: {message.error()}")
+            records += 1
+            key = message.key().decode()
+            value = message.value()
+            if value is None:
+                states.pop(key, None)
+            else:
+                states[key] = decode(value)
+        # Transaction markers occupy offsets but are never delivered: ask the position.
+        position = consumer.position([tp])[0].offset
+        if position >= end:
+            return records
+        if time.monotonic() > deadline:
+            raise TransientError(
+                f"restoring {tp.topic}[{tp.partition}] did not reach offset {end} in time"
+            )

@@ -1,0 +1,88 @@
+"""Between the pure saga types (snake_case dataclasses) and their Avro records (camelCase).
+
+The Avro records in `schemas/` mirror the saga types field for field, so one generic mapping
+serves events, replies and the state snapshot: a field `request_id` is the record field
+`requestId`; tuples become arrays, mappings become maps, enums their value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from collections.abc import Mapping
+from functools import cache
+from typing import Any, TypeVar
+
+from schemas import codec
+
+T = TypeVar("T")
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def to_record(obj: Any) -> dict[str, Any]:
+    """A saga dataclass as the datum of its Avro record."""
+    return {camel(f.name): _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+
+
+def encode(obj: Any) -> bytes:
+    """Single-object encoding of a saga event, reply or state under its class's record name."""
+    return codec.encode(type(obj).__name__, to_record(obj))
+
+
+def from_record(cls: type[T], record: Mapping[str, Any]) -> T:
+    """A saga dataclass from a decoded Avro record (fields missing in old records default)."""
+    hints = _hints(cls)
+    values = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        key = camel(f.name)
+        if key in record:
+            values[f.name] = _typed(hints[f.name], record[key])
+    return cls(**values)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _typed(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _typed(inner[0], value) if len(inner) == 1 else value
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return hint(value)
+    if origin is tuple:
+        return tuple(value)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return from_record(hint, value)
+    if origin is not None and isinstance(origin, type) and issubclass(origin, Mapping):
+        return _mapping(hint, value)
+    if isinstance(hint, type) and issubclass(hint, Mapping) and hint is not dict:
+        return hint(value)
+    return value
+
+
+def _mapping(hint: Any, value: Mapping[str, Any]) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (dict, Mapping, typing.Mapping):
+        return dict(value)
+    return origin(value)
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)

@@ -1,0 +1,471 @@
+"""The worker: commands and step replies in, sagas driven through `decide`, events and state out.
+
+One loop on one thread owns the consumer, the producer and the saga states; participants run
+on a thread pool (`StepRunner`). Each turn of the loop:
+
+1. polls a batch of commands and step replies and applies each to its saga;
+2. applies the outcomes of steps that finished since the last turn;
+3. fires due timers (retry backoff, attempt timeouts, deadlines, expiry of terminal sagas);
+4. commits when the open transaction is older than the commit interval (see
+   `consumer/checkpoint.py` for the commit sequence), then releases the held side effects;
+5. pauses the command partitions while too many sagas are in flight, resumes them after.
+
+Partition ownership follows the consumer group: on assignment the partition's saga states are
+restored from the state topic and their in-flight work resumed; on revocation the open
+transaction is committed and the partition's state, timers and late results are dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+
+from consumer import wire
+from consumer.checkpoint import Checkpoint, ProducerFenced, TransactionAborted
+from consumer.commands import InvalidCommand, to_start_command
+from consumer.dlq import dlq_headers, readable_request_id
+from consumer.kafka_clients import group_consumer, restore_consumer, transactional_producer
+from consumer.participants.base import Action, Outcome, Participant, StepCall
+from consumer.state_store import TERMINAL, StateStore, restore_partition
+from consumer.steps import FinishedStep, StepRunner
+from consumer.timers import TimerQueue
+from provisioning.errors import CodecError, ConfigurationError
+from provisioning.settings import Settings
+from provisioning.topics import TopicLayout, verify_copartitioning
+from sagas import (
+    CompensateStep,
+    CompensationResult,
+    EmitEvent,
+    ExecuteStep,
+    PersistState,
+    ProvisioningRejected,
+    Reply,
+    SagaState,
+    SetTimer,
+    StepResult,
+    TimerFired,
+    decide,
+    resume,
+)
+from sagas import Outcome as SagaOutcome
+from schemas import codec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    group_id: str = "provisioning-worker"
+    instance_id: str = socket.gethostname()
+    commit_interval_ms: int = 100
+    max_in_flight: int = 10_000
+    step_concurrency: int = 32
+    idempotency_window_ms: int = 7 * 24 * 3600 * 1000
+    poll_batch: int = 500
+
+
+@dataclass(frozen=True, slots=True)
+class _Expire:
+    request_id: str
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: Settings,
+        route: Callable[[StepCall], Participant],
+        options: WorkerOptions = WorkerOptions(),
+        clock: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.topics = TopicLayout(settings.topic_prefix)
+        self.clock = clock
+        self.store = StateStore()
+        self.timers = TimerQueue()
+        self.steps = StepRunner(route, options.step_concurrency)
+        self._generation: dict[int, int] = {}
+        self._paused = False
+        self._stopping = False
+        self._reply_topics: dict[str, bool] = {}
+        self.consumer: Consumer = group_consumer(settings, options.group_id)
+        self.producer: Producer = transactional_producer(
+            settings, f"{options.group_id}-{options.instance_id}"
+        )
+        self.checkpoint = Checkpoint(self.producer, self.consumer)
+        self._restorer = restore_consumer(settings)
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run until `stop()` (or SIGTERM/SIGINT), then finish the transaction and close."""
+        self._check_topics()
+        self.producer.init_transactions(30)
+        self.consumer.subscribe(
+            [self.topics.commands, self.topics.step_replies],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        log.info("worker started", extra={"group": self.options.group_id,
+                                          "instance": self.options.instance_id})
+        try:
+            while not self._stopping:
+                self.turn()
+            self._commit()
+        finally:
+            self.close()
+
+    def install_signal_handlers(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: self.stop())
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def close(self) -> None:
+        self.steps.shutdown(wait=False)
+        with contextlib.suppress(KafkaException, RuntimeError):
+            self.consumer.close()
+        self._restorer.close()
+        self.producer.flush(10)
+
+    # --- one turn of the loop ------------------------------------------------------------------
+
+    def turn(self) -> None:
+        try:
+            if not self.checkpoint.open:
+                self.checkpoint.begin()
+            messages = self.consumer.consume(self.options.poll_batch, timeout=self._poll_timeout())
+            for message in messages:
+                self._handle_message(message)
+            for finished in self.steps.finished():
+                self._handle_finished(finished)
+            self._fire_timers()
+            if self.checkpoint.age_s() * 1000 >= self.options.commit_interval_ms:
+                self._commit()
+            self._apply_flow_control()
+        except TransactionAborted as exc:
+            log.warning("transaction aborted, rewinding", extra={"reason": str(exc)})
+            self._rewind()
+        except ProducerFenced:
+            log.error("producer fenced: another worker owns this transactional id; stopping")
+            self._stopping = True
+
+    def _poll_timeout(self) -> float:
+        if self.steps.running or self.checkpoint.transitions:
+            return 0.01
+        next_fire = self.timers.next_fire_at()
+        if next_fire is not None:
+            return min(0.1, max(0.0, (next_fire - self.clock()) / 1000))
+        return 0.1
+
+    # --- inputs ---------------------------------------------------------------------------------
+
+    def _handle_message(self, message: Message) -> None:
+        if message.error():
+            log.warning("consume error", extra={"error": str(message.error())})
+            return
+        partition = message.partition()
+        if not self.store.owns(partition):
+            return
+        if message.topic() == self.topics.commands:
+            self._handle_command(message)
+        else:
+            self._handle_reply(message)
+        self.checkpoint.consumed(message.topic(), partition, message.offset())
+
+    def _handle_command(self, message: Message) -> None:
+        try:
+            decoded = codec.decode(message.value() or b"")
+            command = to_start_command(decoded.record_name, decoded.value)
+            if message.key() != command.request_id.encode():
+                raise InvalidCommand(
+                    f"key {message.key()!r} is not the command's requestId {command.request_id}"
+                )
+        except (CodecError, InvalidCommand) as exc:
+            self._dead_letter(message, exc)
+            return
+        self._apply(message.partition(), command.request_id, command)
+
+    def _handle_reply(self, message: Message) -> None:
+        try:
+            reply = codec.decode_as(message.value() or b"", "StepReply").value
+        except CodecError as exc:
+            log.warning("undecodable step reply dropped", extra={"reason": str(exc)})
+            return
+        self._apply(message.partition(), reply["requestId"], _reply_input(reply))
+
+    def _handle_finished(self, finished: FinishedStep) -> None:
+        if self._generation.get(finished.partition) != finished.generation:
+            return  # the partition was revoked since the step started: its new owner redoes it
+        call, outcome = finished.call, finished.outcome
+        if call.action is Action.COMPENSATE:
+            result: Any = CompensationResult(
+                request_id=call.request_id, run=call.run, step=call.step, attempt=call.attempt,
+                succeeded=outcome.outcome is Outcome.SUCCEEDED, reason=outcome.reason,
+            )
+        else:
+            result = StepResult(
+                request_id=call.request_id, run=call.run, step=call.step, attempt=call.attempt,
+                outcome=SagaOutcome(outcome.outcome.value), output=dict(outcome.output),
+                reason=outcome.reason,
+            )
+        self._apply(finished.partition, call.request_id, result)
+
+    def _fire_timers(self) -> None:
+        now = self.clock()
+        for partition, payload in self.timers.due(now):
+            if not self.store.owns(partition):
+                continue
+            if isinstance(payload, _Expire):
+                self._expire(partition, payload.request_id, now)
+            else:
+                self._apply(partition, payload.request_id, payload)
+
+    # --- transitions -------------------------------------------------------------------------
+
+    def _apply(self, partition: int, request_id: str, saga_input: Any) -> None:
+        state = self.store.get(partition, request_id)
+        now = self.clock()
+        new_state, effects = decide(state, saga_input, now)
+        self._perform(partition, request_id, effects)
+        if new_state is not None and new_state is not state:
+            self._watch_expiry(partition, new_state)
+
+    def _perform(self, partition: int, request_id: str, effects: Iterable[Any]) -> None:
+        for effect in effects:
+            if isinstance(effect, EmitEvent):
+                self._produce(self.topics.events, request_id, effect.event)
+            elif isinstance(effect, PersistState):
+                self._produce(self.topics.state, request_id, effect.state, partition=partition)
+                self.store.put(partition, effect.state)
+            elif isinstance(effect, Reply):
+                self._reply(effect)
+            elif isinstance(effect, ExecuteStep | CompensateStep | SetTimer):
+                self.checkpoint.hold(partition, effect)
+        self.checkpoint.transitions += 1
+
+    def _produce(
+        self, topic: str, key: str, obj: Any, partition: int | None = None, **kwargs: Any
+    ) -> None:
+        record_name = type(obj).__name__
+        produce_kwargs: dict[str, Any] = {
+            "key": key.encode(),
+            "value": wire.encode(obj),
+            "headers": codec.headers_for(record_name),
+            **kwargs,
+        }
+        if partition is not None:
+            produce_kwargs["partition"] = partition
+        self._produce_raw(topic, produce_kwargs)
+
+    def _produce_raw(self, topic: str, kwargs: dict[str, Any]) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, on_delivery=_delivery_failed, **kwargs)
+                return
+            except BufferError:
+                self.producer.poll(0.05)  # the local queue is full: let deliveries drain
+            except KafkaException as exc:
+                raise TransactionAborted(f"producing to {topic}: {exc}") from exc
+
+    def _reply(self, effect: Reply) -> None:
+        if not self._topic_exists(effect.reply_to):
+            log.warning("replyTo topic does not exist; reply dropped",
+                        extra={"topic": effect.reply_to})
+            return
+        response = effect.response
+        self._produce(effect.reply_to, response.request_id, response)
+
+    def _topic_exists(self, topic: str) -> bool:
+        known = self._reply_topics.get(topic)
+        if known is None:
+            try:
+                metadata = self.producer.list_topics(topic, timeout=5)
+                entry = metadata.topics.get(topic)
+                known = entry is not None and entry.error is None
+            except KafkaException:
+                known = False
+            self._reply_topics[topic] = known
+        return known
+
+    def _dead_letter(self, message: Message, error: Exception) -> None:
+        now = self.clock()
+        log.warning("command sent to DLQ", extra={"reason": str(error),
+                                                  "partition": message.partition(),
+                                                  "offset": message.offset()})
+        self._produce_raw(
+            self.topics.commands_dlq,
+            {"key": message.key(), "value": message.value(),
+             "headers": dlq_headers(message, error, now), "partition": message.partition()},
+        )
+        request_id = readable_request_id(message)
+        if request_id is not None and self.store.get(message.partition(), request_id) is None:
+            rejected = ProvisioningRejected(
+                request_id=request_id, sequence=0, run=0, workflow_type="unknown",
+                tenant_id=None, occurred_at=now, reason=str(error)[:1000], code="invalid",
+            )
+            self._produce(self.topics.events, request_id, rejected)
+        self.checkpoint.transitions += 1
+
+    # --- commit and release --------------------------------------------------------------------
+
+    def _commit(self) -> None:
+        if not self.checkpoint.open:
+            return
+        released = self.checkpoint.commit()
+        for partition, effect in released:
+            self._release(partition, effect)
+
+    def _release(self, partition: int, effect: Any) -> None:
+        if not self.store.owns(partition):
+            return
+        if isinstance(effect, SetTimer):
+            self.timers.set(effect.fire_at, partition, TimerFired(
+                request_id=effect.request_id, run=effect.run, kind=effect.kind,
+                step=effect.step, attempt=effect.attempt,
+            ))
+        else:
+            action = Action.COMPENSATE if isinstance(effect, CompensateStep) else Action.EXECUTE
+            self.steps.submit(partition, self._generation[partition], _step_call(effect, action))
+
+    # --- terminal sagas ------------------------------------------------------------------------
+
+    def _watch_expiry(self, partition: int, state: SagaState) -> None:
+        if state.status in TERMINAL and state.finished_at is not None:
+            expires_at = state.finished_at + self.options.idempotency_window_ms
+            self.timers.set(expires_at, partition, _Expire(state.request_id))
+
+    def _expire(self, partition: int, request_id: str, now: int) -> None:
+        state = self.store.get(partition, request_id)
+        if state is None or state.status not in TERMINAL or state.finished_at is None:
+            return
+        if state.finished_at + self.options.idempotency_window_ms > now:
+            return
+        self._produce_raw(self.topics.state, {"key": request_id.encode(), "value": None,
+                                              "partition": partition})
+        self.store.remove(partition, request_id)
+        self.checkpoint.transitions += 1
+
+    # --- partition ownership -------------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        numbers = sorted({tp.partition for tp in partitions if tp.topic == self.topics.commands})
+        for number in numbers:
+            self._restore(number)
+        log.info("partitions assigned", extra={"partitions": numbers})
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        try:
+            self._commit()
+        except (TransactionAborted, KafkaException):
+            self.checkpoint.abort()
+        self._forget({tp.partition for tp in partitions})
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Lost, not revoked: another member may already own them; nothing may be committed.
+        self.checkpoint.abort()
+        self._forget({tp.partition for tp in partitions})
+
+    def _forget(self, numbers: set[int]) -> None:
+        for number in numbers:
+            self.store.drop(number)
+            self._generation[number] = self._generation.get(number, 0) + 1
+        self.timers.drop_partitions(numbers)
+
+    def _restore(self, partition: int) -> None:
+        self._generation[partition] = self._generation.get(partition, 0) + 1
+        states, _ = restore_partition(self._restorer, self.topics.state, partition,
+                                      _decode_state)
+        self.store.adopt(partition, states)
+        now = self.clock()
+        for state in states.values():
+            if state.status in TERMINAL:
+                self._watch_expiry(partition, state)
+                continue
+            for effect in resume(state, now):
+                self._release(partition, effect)
+
+    def _rewind(self) -> None:
+        """After an aborted transaction: back to the last committed state and offsets."""
+        self.checkpoint.abort()
+        owned = self.store.partitions()
+        self._forget(set(owned))
+        for partition in owned:
+            self._restore(partition)
+        assignment = self.consumer.assignment()
+        committed = self.consumer.committed(assignment, timeout=30)
+        for tp in committed:
+            if tp.offset >= 0:
+                self.consumer.seek(tp)
+            else:
+                self.consumer.seek(TopicPartition(tp.topic, tp.partition, -2))
+
+    # --- flow control ---------------------------------------------------------------------------
+
+    def _apply_flow_control(self) -> None:
+        limit = self.options.max_in_flight
+        command_partitions = [
+            tp for tp in self.consumer.assignment() if tp.topic == self.topics.commands
+        ]
+        if not self._paused and self.store.in_flight >= limit:
+            self.consumer.pause(command_partitions)
+            self._paused = True
+        elif self._paused and self.store.in_flight < limit * 0.8:
+            self.consumer.resume(command_partitions)
+            self._paused = False
+
+    def _check_topics(self) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(self.settings.kafka_config(), logger=log)
+        specs = self.topics.specs(self.settings.topic_partitions)
+        metadata = admin.list_topics(timeout=10)
+        missing = [s.name for s in specs if s.name not in metadata.topics]
+        if missing:
+            raise ConfigurationError(
+                f"topics missing: {', '.join(missing)}; run `provisioning topics create`"
+            )
+        verify_copartitioning(admin, specs)
+
+
+def _decode_state(value: bytes) -> SagaState:
+    return wire.from_record(SagaState, codec.decode_as(value, "SagaState").value)
+
+
+def _reply_input(reply: dict[str, Any]) -> Any:
+    if reply["action"] == "COMPENSATE":
+        return CompensationResult(
+            request_id=reply["requestId"], run=reply["run"], step=reply["step"],
+            attempt=reply["attempt"], succeeded=reply["outcome"] == "SUCCEEDED",
+            reason=reply.get("reason"),
+        )
+    return StepResult(
+        request_id=reply["requestId"], run=reply["run"], step=reply["step"],
+        attempt=reply["attempt"], outcome=SagaOutcome(reply["outcome"]),
+        output=dict(reply.get("output") or {}), reason=reply.get("reason"),
+    )
+
+
+def _step_call(effect: ExecuteStep | CompensateStep, action: Action) -> StepCall:
+    return StepCall(
+        request_id=effect.request_id, run=effect.run, workflow_type=effect.workflow_type,
+        tenant_id=effect.tenant_id, step=effect.step, action=action, attempt=effect.attempt,
+        idempotency_key=effect.idempotency_key, params=dict(effect.params),
+        deadline_at=effect.deadline_at,
+    )
+
+
+def _delivery_failed(error: Any, message: Message) -> None:
+    if error is not None:
+        # The transaction's commit will fail and abort; the loop then rewinds.
+        log.error("delivery failed", extra={"topic": message.topic(), "error": str(error)})

@@ -1,0 +1,140 @@
+"""Real processes and real topics for the worker's integration tests.
+
+`WorkerProcess` runs `provisioning worker` as a separate OS process (so a test can kill -9 it),
+and `TopicReader` follows a topic read_committed, decoding every record with the codec.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, TopicPartition
+
+from provisioning.settings import Settings
+from schemas import codec
+
+ROOT = Path(__file__).resolve().parents[2]
+TERMINAL_EVENTS = ("ProvisioningSucceeded", "ProvisioningFailedEvent")
+
+
+def process_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PROVISIONING_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "PROVISIONING_DATABASE_URL": settings.database_url_plain(),
+        "PROVISIONING_TOPIC_PREFIX": settings.topic_prefix,
+        "PROVISIONING_TOPIC_PARTITIONS": str(settings.topic_partitions),
+    }
+
+
+@dataclass
+class WorkerProcess:
+    settings: Settings
+    log_dir: Path
+    group: str
+    instance_id: str = field(default_factory=lambda: f"w{uuid.uuid4().hex[:6]}")
+    extra_args: tuple[str, ...] = ()
+    process: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        log = (self.log_dir / f"worker-{self.instance_id}.log").open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "provisioning.cli", "worker", "--group", self.group,
+             "--instance-id", self.instance_id, *self.extra_args],
+            env=process_env(self.settings), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+        return self
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no commit; the next owner must recover."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self, timeout_s: float = 30) -> int | None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                return None
+        return self.process.returncode if self.process else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_text(self) -> str:
+        path = self.log_dir / f"worker-{self.instance_id}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+@dataclass
+class Record:
+    record_name: str
+    value: dict[str, Any]
+    key: str | None
+    partition: int
+    offset: int
+    headers: dict[str, bytes]
+
+
+class TopicReader:
+    """Follows one topic from the beginning with read_committed, keeping every record."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.consumer = Consumer({
+            **settings.kafka_config(),
+            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        })
+        self.consumer.assign([TopicPartition(topic, p, 0)
+                              for p in range(settings.topic_partitions)])
+        self.records: list[Record] = []
+        self.by_key: dict[str, list[Record]] = defaultdict(list)
+
+    def poll(self, timeout_s: float = 0.5) -> int:
+        count = 0
+        for message in self.consumer.consume(1000, timeout=timeout_s):
+            if message.error() or message.value() is None:
+                continue
+            decoded = codec.decode(message.value())
+            record = Record(decoded.record_name, decoded.value,
+                            message.key().decode() if message.key() else None,
+                            message.partition(), message.offset(),
+                            dict(message.headers() or []))
+            self.records.append(record)
+            if record.key:
+                self.by_key[record.key].append(record)
+            count += 1
+        return count
+
+    def wait_for(self, done: Callable[[TopicReader], bool], timeout_s: float,
+                 what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done(self):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what} not reached within {timeout_s} s")
+            self.poll()
+
+    def terminal(self, key: str) -> list[Record]:
+        return [r for r in self.by_key.get(key, []) if r.record_name in TERMINAL_EVENTS]
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def all_terminal(keys: list[str]) -> Callable[[TopicReader], bool]:
+    return lambda reader: all(reader.terminal(k) for k in keys)
