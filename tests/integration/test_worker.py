@@ -1,0 +1,144 @@
+"""The worker as a real process on the real broker and database: sagas run exactly once."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from harness import TopicReader, WorkerProcess
+
+from consumer.participants.builtin.registry import add_entity
+from producers.commands import CommandPublisher
+from provisioning.database import upgrade
+from provisioning.settings import Settings
+from provisioning.topics import TopicLayout
+
+TENANT_EVENTS = ["ProvisioningRequested"] + [
+    name
+    for step in ("validate-entity", "create-tenant", "setup-billing", "activate-services",
+                 "create-admin-role")
+    for name in ("ProvisioningStepStarted", "ProvisioningStepCompleted")
+] + ["ProvisioningSucceeded"]
+
+
+@pytest.fixture(scope="module")
+def migrated(db_engine: sa.Engine) -> sa.Engine:
+    upgrade(db_engine)
+    return db_engine
+
+
+@pytest.fixture
+def worker(settings: Settings, topics: TopicLayout, migrated: sa.Engine, tmp_path: Path,
+           group_id: str) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(settings, tmp_path, group_id).start()
+    yield process
+    code = process.stop()
+    assert code == 0, f"worker did not shut down cleanly ({code}):\n{process.log_text()[-3000:]}"
+
+
+@pytest.fixture
+def replies_topic(kafka_admin: AdminClient, settings: Settings) -> str:
+    name = f"{settings.topic_prefix}.replies"
+    kafka_admin.create_topics([NewTopic(name, 1, 1)])[name].result()
+    return name
+
+
+def _tenant_command(entity_id: str, reply_to: str | None = None) -> dict:
+    return {
+        "requestId": str(uuid.uuid4()), "entityId": entity_id, "tenantName": "Acme",
+        "subscriptionPlan": "BUSINESS",
+        "billingInfo": {"accountName": "Acme", "billingEmail": "billing@acme.example",
+                        "currency": "EUR", "paymentMethod": None},
+        "requestedBy": f"user-{uuid.uuid4().hex[:8]}", "replyTo": reply_to,
+        "requestedAt": int(time.time() * 1000),
+    }
+
+
+def test_tenant_saga_runs_once_and_duplicates_are_answered_again(
+    settings: Settings, topics: TopicLayout, worker: WorkerProcess, migrated: sa.Engine,
+    replies_topic: str,
+) -> None:
+    entity_id = f"entity-{uuid.uuid4().hex[:10]}"
+    add_entity(migrated, entity_id, "Acme")
+    command = _tenant_command(entity_id, reply_to=replies_topic)
+    request_id = command["requestId"]
+    events = TopicReader(settings, topics.events)
+    replies = TopicReader(settings, replies_topic)
+    with CommandPublisher(settings) as publisher:
+        publisher.publish("ProvisionTenantRequest", command)
+    events.wait_for(lambda r: r.terminal(request_id), 60, "the saga's terminal event")
+
+    with CommandPublisher(settings) as publisher:
+        publisher.publish("ProvisionTenantRequest", command)
+    replies.wait_for(
+        lambda r: len([x for x in r.records if x.record_name == "ProvisioningCompleted"]) == 2,
+        30, "two ProvisioningCompleted replies",
+    )
+    time.sleep(1)
+    events.poll(1)
+
+    trail = events.by_key[request_id]
+    assert [r.record_name for r in trail] == TENANT_EVENTS
+    assert [r.value["sequence"] for r in trail] == list(range(1, len(TENANT_EVENTS) + 1))
+    tenant_id = trail[-1].value["resourceId"]
+    completed = [r.value for r in replies.records if r.record_name == "ProvisioningCompleted"]
+    assert [c["resourceId"] for c in completed] == [tenant_id, tenant_id]
+    with migrated.connect() as conn:
+        count = conn.execute(sa.text("SELECT count(*) FROM tenants WHERE id = :id"),
+                             {"id": tenant_id}).scalar_one()
+    assert count == 1
+    events.close()
+    replies.close()
+
+
+def test_poison_commands_go_to_the_dlq_and_the_partition_keeps_moving(
+    settings: Settings, topics: TopicLayout, worker: WorkerProcess, migrated: sa.Engine,
+) -> None:
+    producer = Producer(settings.kafka_config())
+    poison_key = str(uuid.uuid4()).encode()
+    for partition in range(settings.topic_partitions):
+        producer.produce(topics.commands, key=poison_key, value=b"\xc3\x01not avro at all",
+                         partition=partition)
+        producer.produce(topics.commands, key=None, value=b"", partition=partition)
+    producer.flush(10)
+    entity_id = f"entity-{uuid.uuid4().hex[:10]}"
+    add_entity(migrated, entity_id, "Acme")
+    command = _tenant_command(entity_id)
+    with CommandPublisher(settings) as publisher:
+        publisher.publish("ProvisionTenantRequest", command)
+
+    events = TopicReader(settings, topics.events)
+    events.wait_for(lambda r: r.terminal(command["requestId"]), 60, "the valid saga's end")
+    dlq = _raw_records(settings, topics.commands_dlq, 2 * settings.topic_partitions)
+
+    assert events.terminal(command["requestId"])[0].record_name == "ProvisioningSucceeded"
+    assert len(dlq) == 2 * settings.topic_partitions
+    assert all(headers["dlq-reason"] for headers in dlq)
+    assert {h["dlq-origin-topic"] for h in dlq} == {topics.commands.encode()}
+    rejected = [r for r in events.by_key.get(poison_key.decode(), [])
+                if r.record_name == "ProvisioningRejected"]
+    assert rejected and rejected[0].value["code"] == "invalid"
+    assert worker.alive()
+    events.close()
+
+
+def _raw_records(settings: Settings, topic: str, expected: int) -> list[dict[str, bytes]]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**settings.kafka_config(), "group.id": f"dlq-{uuid.uuid4().hex[:6]}",
+                         "isolation.level": "read_committed", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.topic_partitions)])
+    found: list[dict[str, bytes]] = []
+    deadline = time.monotonic() + 30
+    while len(found) < expected and time.monotonic() < deadline:
+        for message in consumer.consume(100, timeout=0.5):
+            if not message.error():
+                found.append(dict(message.headers() or []))
+    consumer.close()
+    return found
