@@ -24,7 +24,10 @@ def transactional_producer(settings: Settings, transactional_id: str) -> Produce
         # Batches form within a transaction anyway; a short linger fills them further.
         "linger.ms": 5,
         "compression.type": "lz4",
-        "transaction.timeout.ms": 60_000,
+        # A worker killed mid-transaction blocks read_committed readers of its partitions
+        # (including its successor's restore) until the broker aborts the transaction after
+        # this timeout; transactions last ~100 ms, so 10 s is ample and bounds the takeover.
+        "transaction.timeout.ms": 10_000,
     }
     return Producer(config, logger=log)
 
