@@ -14,7 +14,7 @@ LOCAL_ENV = eval "$$($(BIN)/provisioning dev env)"
 
 demo: $(STAMP)
 	$(BIN)/provisioning dev up
-	$(LOCAL_ENV); $(BIN)/provisioning topics create; $(BIN)/provisioning demo
+	$(LOCAL_ENV); $(BIN)/provisioning demo
 
 test: $(STAMP)
 	$(BIN)/provisioning dev up

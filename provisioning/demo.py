@@ -1,15 +1,19 @@
-"""`provisioning demo`: one provisioning command through the real broker, shown step by step.
+"""`provisioning demo`: the main job, end to end, on the local services.
 
-Until the worker runs sagas, the demo shows the first leg of the data flow: a platform service
-publishes a ProvisionTenantRequest (Avro, key=requestId), and a read_committed consumer on the
-commands topic reads it back and decodes it with nothing but the schemas.
+It starts a worker process, registers entities in the built-in registry, and submits a mixed
+batch the way platform services would: tenants, then services, users and resources for them,
+including a resource over its SLA quota (fails, nothing left behind) and a duplicate command
+(answered again, not re-run). It shows progress while the batch runs and ends with a table
+read back from the events topic, not from its own memory.
 """
 
 from __future__ import annotations
 
-import logging
+import subprocess
+import sys
 import time
 import uuid
+from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -17,90 +21,162 @@ from rich.console import Console
 from rich.table import Table
 
 from producers.commands import CommandPublisher
+from provisioning.database import create_engine, upgrade
 from provisioning.errors import TransientError
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout, create_topics
 from schemas import codec
 
-log = logging.getLogger(__name__)
+TERMINAL = ("ProvisioningSucceeded", "ProvisioningFailedEvent")
+
+
+@dataclass
+class Timeline:
+    """What the events topic says about each request."""
+
+    events: dict[str, list[tuple[str, dict]]] = field(default_factory=dict)
+
+    def add(self, key: str, name: str, value: dict) -> None:
+        self.events.setdefault(key, []).append((name, value))
+
+    def finished(self, key: str) -> bool:
+        return any(name in TERMINAL for name, _ in self.events.get(key, []))
 
 
 def run_demo(settings: Settings, console: Console | None = None) -> int:
+    from consumer.participants.builtin.registry import add_entity
+
     console = console or Console()
     layout = TopicLayout(settings.topic_prefix)
-    report = create_topics(
-        AdminClient(settings.kafka_config(), logger=log),
-        layout.specs(settings.topic_partitions),
-        settings.topic_replication_factor,
+    create_topics(AdminClient(settings.kafka_config()), layout.specs(settings.topic_partitions))
+    upgrade(settings)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "provisioning.cli", "worker", "--group", "provisioning-demo",
+         "--instance-id", "demo"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    console.print(f"topics: {len(report.created)} created, {len(report.existing)} already there")
-
-    command = _sample_command()
-    started = time.perf_counter()
-    with CommandPublisher(settings) as publisher:
-        publisher.publish("ProvisionTenantRequest", command)
-    console.print(f"published ProvisionTenantRequest {command['requestId']} to {layout.commands}")
-
-    message = _read_back(settings, layout.commands, command["requestId"])
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    decoded = codec.decode_as(message.value(), "ProvisionTenantRequest")
-    console.print(
-        f"read it back from partition {message.partition()} offset {message.offset()} "
-        f"(read_committed) in {elapsed_ms:.0f} ms, {len(message.value())} bytes"
-    )
-    console.print(_table(decoded.value, dict(message.headers() or [])))
+    reader = _events_reader(settings, layout.events)
+    timeline = Timeline()
+    try:
+        engine = create_engine(settings)
+        tenants = []
+        for name in ("Acme Widgets", "Globex", "Initech"):
+            entity = f"entity-{uuid.uuid4().hex[:8]}"
+            add_entity(engine, entity, name)
+            tenants.append(_tenant(entity, name))
+        console.print(f"worker started; submitting {len(tenants)} tenants")
+        _publish(settings, tenants)
+        _follow(console, reader, timeline, [c["requestId"] for _, c in tenants])
+        batch = _second_wave(tenants, timeline)
+        console.print(f"submitting {len(batch)} service, user and resource requests "
+                      "(one over quota) and one duplicate tenant command")
+        _publish(settings, batch + [tenants[0]])
+        _follow(console, reader, timeline, [c["requestId"] for _, c in batch])
+        time.sleep(1.0)
+        _drain(reader, timeline, 1.0)
+        console.print(_table(timeline, tenants + batch))
+        duplicates = [n for n, _ in timeline.events[tenants[0][1]["requestId"]]].count(
+            "ProvisioningSucceeded")
+        console.print(f"duplicate tenant command: {duplicates} ProvisioningSucceeded event "
+                      "(answered again, not re-run)")
+    finally:
+        reader.close()
+        worker.terminate()
+        worker.wait(30)
     return 0
 
 
-def _sample_command() -> dict:
-    return {
-        "requestId": str(uuid.uuid4()),
-        "entityId": f"entity-{uuid.uuid4().hex[:8]}",
-        "tenantName": "Acme Widgets",
-        "subscriptionPlan": "BUSINESS",
-        "billingInfo": {
-            "accountName": "Acme Widgets Ltd",
-            "billingEmail": "billing@acme.example",
-            "currency": "EUR",
-            "paymentMethod": "invoice",
-        },
-        "requestedBy": "user-demo",
-        "replyTo": None,
-        "requestedAt": int(time.time() * 1000),
-    }
+def _tenant(entity: str, name: str) -> tuple[str, dict]:
+    return "ProvisionTenantRequest", _command(
+        entityId=entity, tenantName=name, subscriptionPlan="BUSINESS",
+        billingInfo={"accountName": name, "billingEmail": "billing@example.com",
+                     "currency": "EUR", "paymentMethod": "invoice"},
+        requestedBy=f"admin-{uuid.uuid4().hex[:6]}")
 
 
-def _read_back(settings: Settings, topic: str, request_id: str, timeout_s: float = 30.0):
-    """Find the command by its key, from the end offsets taken before it was published."""
-    consumer = Consumer(
-        {
-            **settings.kafka_config(),
-            "group.id": f"provisioning-demo-{uuid.uuid4().hex[:8]}",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-        },
-        logger=log,
-    )
-    try:
-        consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.topic_partitions)])
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.5)
-            if message is None or message.error():
-                continue
-            if message.key() == request_id.encode():
-                return message
-    finally:
-        consumer.close()
-    raise TransientError(f"command {request_id} not read back within {timeout_s} s")
+def _second_wave(tenants: list[tuple[str, dict]], timeline: Timeline) -> list[tuple[str, dict]]:
+    batch = []
+    for index, (_, tenant) in enumerate(tenants):
+        tenant_id = _resource_id(timeline, tenant["requestId"])
+        admin = tenant["requestedBy"]
+        batch += [
+            ("ProvisionServiceRequest", _command(tenantId=tenant_id, serviceName="CartService",
+                                                 slaTier="GOLD", requestedBy=admin)),
+            ("ProvisionUserRequest", _command(tenantId=tenant_id, roleName="member",
+                                              email=f"user{index}@example.com",
+                                              requestedBy=admin)),
+        ]
+    tenant_id = _resource_id(timeline, tenants[0][1]["requestId"])
+    admin = tenants[0][1]["requestedBy"]
+    for size in ("5", "100000"):
+        batch.append(("ProvisionResourceRequest", _command(
+            tenantId=tenant_id, serviceName="CoreService", resourceType="DATABASE",
+            resourceSpec={"sizeGb": size, "name": f"db{size}"}, requestedBy=admin)))
+    return batch
 
 
-def _table(command: dict, headers: dict[str, bytes]) -> Table:
-    table = Table(title="ProvisionTenantRequest as decoded from Kafka")
-    table.add_column("field")
-    table.add_column("value")
-    for key, value in command.items():
-        table.add_row(key, str(value))
-    for key, value in headers.items():
-        table.add_row(f"header {key}", value.decode(errors="replace"))
+def _command(**fields: object) -> dict:
+    return {"requestId": str(uuid.uuid4()), "replyTo": None,
+            "requestedAt": int(time.time() * 1000), **fields}
+
+
+def _publish(settings: Settings, commands: list[tuple[str, dict]]) -> None:
+    with CommandPublisher(settings) as publisher:
+        for record, command in commands:
+            publisher.publish(record, command)
+
+
+def _events_reader(settings: Settings, topic: str) -> Consumer:
+    consumer = Consumer({**settings.kafka_config(), "group.id": f"demo-{uuid.uuid4().hex[:8]}",
+                         "isolation.level": "read_committed", "enable.auto.commit": False})
+    partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+    ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions]
+    consumer.assign([TopicPartition(topic, p, end) for p, end in enumerate(ends)])
+    return consumer
+
+
+def _drain(reader: Consumer, timeline: Timeline, timeout_s: float) -> None:
+    for message in reader.consume(1000, timeout=timeout_s):
+        if message.error() or not message.value():
+            continue
+        decoded = codec.decode(message.value())
+        timeline.add(message.key().decode(), decoded.record_name, decoded.value)
+
+
+def _follow(console: Console, reader: Consumer, timeline: Timeline, ids: list[str],
+            timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    with console.status("") as status:
+        while not all(timeline.finished(i) for i in ids):
+            if time.monotonic() > deadline:
+                raise TransientError("the demo's requests did not finish in time; is the "
+                                     "worker running? see `provisioning worker`")
+            _drain(reader, timeline, 0.3)
+            done = sum(timeline.finished(i) for i in ids)
+            events = sum(len(timeline.events.get(i, [])) for i in ids)
+            status.update(f"{done}/{len(ids)} finished, {events} events so far")
+
+
+def _resource_id(timeline: Timeline, request_id: str) -> str:
+    for name, value in timeline.events[request_id]:
+        if name == "ProvisioningSucceeded":
+            return value["resourceId"]
+    raise TransientError(f"request {request_id} did not succeed")
+
+
+def _table(timeline: Timeline, commands: list[tuple[str, dict]]) -> Table:
+    table = Table(title="Every request, as the events topic tells it")
+    for column in ("requestId", "workflow", "status", "steps", "result / reason"):
+        table.add_column(column)
+    for _, command in commands:
+        trail = timeline.events.get(command["requestId"], [])
+        names = [name for name, _ in trail]
+        requested = next((v for n, v in trail if n == "ProvisioningRequested"), {})
+        final = next((v for n, v in reversed(trail) if n in TERMINAL), {})
+        status = "COMPLETED" if "ProvisioningSucceeded" in names else "FAILED"
+        steps = names.count("ProvisioningStepCompleted")
+        compensated = names.count("ProvisioningStepCompensated")
+        detail = final.get("resourceId") or final.get("reason", "")
+        table.add_row(command["requestId"][:8], requested.get("workflowType", "?"), status,
+                      f"{steps} done, {compensated} undone", str(detail)[:60])
     return table
