@@ -13,7 +13,9 @@ def run_worker(settings: Settings, options: WorkerOptions) -> int:
     from provisioning.database import create_engine
 
     configure_logging()
-    builtin = BuiltinParticipant(create_engine(settings))
+    # One connection per concurrent step: a step never waits for the pool.
+    engine = create_engine(settings, pool_size=options.step_concurrency, max_overflow=0)
+    builtin = BuiltinParticipant(engine)
 
     def route(call: StepCall) -> Participant:
         # Every step runs on the built-in registry until routing configuration exists.
