@@ -104,3 +104,50 @@ def test_unknown_entity_fails_and_a_resend_after_failed_is_run_2(
     sequences = [r.value["sequence"] for r in trail]
     assert sequences == list(range(1, len(trail) + 1))
     assert [r.record_name for r in trail].count("ProvisioningRequested") == 2
+
+
+def test_failure_after_allocation_undoes_the_database_for_real(
+    settings: Settings, running: tuple[WorkerProcess, TopicReader], db_engine: sa.Engine
+) -> None:
+    """Billing closed: update-billing refuses after a real schema and role were created."""
+    _, events = running
+    entity = f"closed-{uuid.uuid4().hex[:10]}"
+    add_entity(db_engine, entity, "Closed Billing Ltd")
+    tenant_command = _tenant_command(entity)
+    admin = tenant_command["requestedBy"]
+    tenant_id = _submit(settings, events, "ProvisionTenantRequest", tenant_command)["resourceId"]
+    with db_engine.begin() as conn:
+        conn.execute(sa.text("UPDATE billing_accounts SET status = 'closed' "
+                             "WHERE tenant_id = :t"), {"t": tenant_id})
+    schemas_before = _tenant_schemas(db_engine)
+
+    command = {"tenantId": tenant_id, "serviceName": "CoreService", "resourceType": "DATABASE",
+               "resourceSpec": {"sizeGb": "2", "name": "ledger"}, "requestedBy": admin}
+    result = _submit(settings, events, "ProvisionResourceRequest", command)
+
+    assert result["event"] == "ProvisioningFailedEvent"
+    assert result["failedStep"] == "update-billing"
+    assert "no active billing account" in result["reason"]
+    names = [r.record_name for r in events.by_key[command["requestId"]]]
+    compensated = [r.value["step"] for r in events.by_key[command["requestId"]]
+                   if r.record_name == "ProvisioningStepCompensated"]
+    assert compensated == ["allocate-resource"]
+    assert names.count("ProvisioningFailedEvent") == 1
+    assert _count(db_engine, "SELECT count(*) FROM resources WHERE tenant_id = :t",
+                  t=tenant_id) == 0
+    allocated = next(r.value["output"] for r in events.by_key[command["requestId"]]
+                     if r.record_name == "ProvisioningStepCompleted"
+                     and r.value["step"] == "allocate-resource")
+    assert allocated["databaseSchema"].startswith("tenant_")
+    assert allocated["databaseSchema"] not in _tenant_schemas(db_engine)
+    assert _tenant_schemas(db_engine) == schemas_before
+    with db_engine.connect() as conn:
+        roles = conn.execute(sa.text("SELECT count(*) FROM pg_roles WHERE rolname = :r"),
+                             {"r": allocated["databaseRole"]}).scalar_one()
+    assert roles == 0, "the tenant's database role was dropped"
+
+
+def _tenant_schemas(engine: sa.Engine) -> set[str]:
+    with engine.connect() as conn:
+        return set(conn.execute(sa.text(
+            "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'tenant\\_%'")).scalars())
