@@ -18,6 +18,8 @@ from producers.commands import CommandPublisher
 from provisioning.database import upgrade
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout
+from schemas import codec
+from schemas.examples import EXAMPLES
 
 TENANT_EVENTS = ["ProvisioningRequested"] + [
     name
@@ -106,6 +108,12 @@ def test_poison_commands_go_to_the_dlq_and_the_partition_keeps_moving(
         producer.produce(topics.commands, key=poison_key, value=b"\xc3\x01not avro at all",
                          partition=partition)
         producer.produce(topics.commands, key=None, value=b"", partition=partition)
+    # Valid Avro of a known record that is no command, and a command with an invalid payload.
+    producer.produce(topics.commands, key=poison_key, partition=0,
+                     value=codec.encode("StepRequest", EXAMPLES["StepRequest"]))
+    bad_email = {**EXAMPLES["ProvisionUserRequest"], "email": "not-an-address"}
+    producer.produce(topics.commands, key=bad_email["requestId"].encode(), partition=0,
+                     value=codec.encode("ProvisionUserRequest", bad_email))
     producer.flush(10)
     entity_id = f"entity-{uuid.uuid4().hex[:10]}"
     add_entity(migrated, entity_id, "Acme")
@@ -115,10 +123,14 @@ def test_poison_commands_go_to_the_dlq_and_the_partition_keeps_moving(
 
     events = TopicReader(settings, topics.events)
     events.wait_for(lambda r: r.terminal(command["requestId"]), 60, "the valid saga's end")
-    dlq = _raw_records(settings, topics.commands_dlq, 2 * settings.topic_partitions)
+    poison_count = 2 * settings.topic_partitions + 2
+    dlq = _raw_records(settings, topics.commands_dlq, poison_count)
 
     assert events.terminal(command["requestId"])[0].record_name == "ProvisioningSucceeded"
-    assert len(dlq) == 2 * settings.topic_partitions
+    assert len(dlq) == poison_count
+    reasons = b" | ".join(h["dlq-reason"] for h in dlq)
+    assert b"is not a provisioning command" in reasons
+    assert b"email" in reasons
     assert all(headers["dlq-reason"] for headers in dlq)
     assert {h["dlq-origin-topic"] for h in dlq} == {topics.commands.encode()}
     rejected = [r for r in events.by_key.get(poison_key.decode(), [])
