@@ -2,7 +2,9 @@
 
 It starts a worker process, registers entities in the built-in registry, and submits a mixed
 batch the way platform services would: tenants, then services, users and resources for them,
-including a resource over its SLA quota (fails, nothing left behind) and a duplicate command
+including a resource over its SLA quota (refused before anything is allocated), a database
+resource for a tenant whose billing account was closed (allocated, then refused at
+update-billing and compensated: the schema and role are dropped), and a duplicate command
 (answered again, not re-run). It shows progress while the batch runs and ends with a table
 read back from the events topic, not from its own memory.
 """
@@ -15,6 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
+import sqlalchemy as sa
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from rich.console import Console
@@ -68,8 +71,18 @@ def run_demo(settings: Settings, console: Console | None = None) -> int:
         _publish(settings, tenants)
         _follow(console, reader, timeline, [c["requestId"] for _, c in tenants])
         batch = _second_wave(tenants, timeline)
-        console.print(f"submitting {len(batch)} service, user and resource requests "
-                      "(one over quota) and one duplicate tenant command")
+        # Finance closes the third tenant's billing account: its database resource will be
+        # allocated, then refused at update-billing, and the allocation compensated.
+        closed_tenant = _resource_id(timeline, tenants[2][1]["requestId"])
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE billing_accounts SET status = 'closed' "
+                                 "WHERE tenant_id = :t"), {"t": closed_tenant})
+        batch.append(("ProvisionResourceRequest", _command(
+            tenantId=closed_tenant, serviceName="CoreService", resourceType="DATABASE",
+            resourceSpec={"sizeGb": "2", "name": "ledger"},
+            requestedBy=tenants[2][1]["requestedBy"])))
+        console.print(f"submitting {len(batch)} service, user and resource requests (one over "
+                      "quota, one on a closed billing account) and one duplicate tenant command")
         _publish(settings, batch + [tenants[0]])
         _follow(console, reader, timeline, [c["requestId"] for _, c in batch])
         time.sleep(1.0)
