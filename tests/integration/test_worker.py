@@ -154,3 +154,47 @@ def _raw_records(settings: Settings, topic: str, expected: int) -> list[dict[str
                 found.append(dict(message.headers() or []))
     consumer.close()
     return found
+
+
+def test_terminal_sagas_are_tombstoned_after_the_idempotency_window(
+    settings: Settings, topics: TopicLayout, migrated: sa.Engine, tmp_path: Path,
+    group_id: str,
+) -> None:
+    process = WorkerProcess(settings, tmp_path, group_id,
+                            extra_args=("--idempotency-window-s", "1")).start()
+    try:
+        entity_id = f"entity-{uuid.uuid4().hex[:10]}"
+        add_entity(migrated, entity_id, "Brief")
+        command = _tenant_command(entity_id)
+        with CommandPublisher(settings) as publisher:
+            publisher.publish("ProvisionTenantRequest", command)
+        state = _StateReader(settings, topics.state)
+        state.wait_for_tombstone(command["requestId"], 30)
+        assert state.values[command["requestId"]][-1] is None
+        assert len(state.values[command["requestId"]]) >= 2, "snapshots first, then the tombstone"
+    finally:
+        assert process.stop() == 0, process.log_text()[-3000:]
+
+
+class _StateReader:
+    def __init__(self, settings: Settings, topic: str) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        self.consumer = Consumer({**settings.kafka_config(), "group.id": uuid.uuid4().hex,
+                                  "isolation.level": "read_committed",
+                                  "enable.auto.commit": False})
+        self.consumer.assign([TopicPartition(topic, p, 0)
+                              for p in range(settings.topic_partitions)])
+        self.values: dict[str, list[bytes | None]] = {}
+
+    def wait_for_tombstone(self, key: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for message in self.consumer.consume(100, timeout=0.5):
+                if not message.error():
+                    self.values.setdefault(message.key().decode(), []).append(message.value())
+            if self.values.get(key) and self.values[key][-1] is None:
+                self.consumer.close()
+                return
+        self.consumer.close()
+        raise AssertionError(f"no tombstone for {key} within {timeout_s} s")
