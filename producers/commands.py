@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, Message, Producer
 
 from provisioning.errors import ProvisioningError, TransientError
 from provisioning.settings import Settings
@@ -92,8 +92,3 @@ class CommandPublisher:
         if error is not None:
             self._failures.append(error)
 
-
-def wrap_kafka_error(exc: KafkaException, doing: str) -> ProvisioningError:
-    error = exc.args[0]
-    message = f"{doing}: {error.str()}"
-    return TransientError(message) if error.retriable() else ProvisioningError(message)
