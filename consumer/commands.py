@@ -120,6 +120,36 @@ def flatten(value: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+RECORD_OF_WORKFLOW = {workflow: record for record, (workflow, _) in WORKFLOW_OF_RECORD.items()}
+
+
+def unflatten(params: Mapping[str, str]) -> dict[str, Any]:
+    """The inverse of `flatten`: dotted keys back into nested mappings."""
+    nested: dict[str, Any] = {}
+    for key, value in params.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return nested
+
+
+def command_from_params(
+    workflow_type: str, request_id: str, params: Mapping[str, str], *,
+    reply_to: str | None, requested_at: int,
+) -> tuple[str, dict[str, Any]]:
+    """Rebuild a command from a saga's flattened parameters (to resend a failed request).
+
+    The parameters hold everything the payload hash covers, so the rebuilt command hashes the
+    same and the worker treats it as the same request: a FAILED one starts its next run.
+    """
+    record_name = RECORD_OF_WORKFLOW[workflow_type]
+    command = {**unflatten(params), "requestId": request_id, "replyTo": reply_to,
+               "requestedAt": requested_at}
+    return record_name, command
+
+
 def _describe(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors()[:5]:

@@ -73,6 +73,20 @@ def _parser() -> argparse.ArgumentParser:
     db_commands = db.add_subparsers(metavar="ACTION", required=True)
     db_commands.add_parser("upgrade", help="apply migrations").set_defaults(handler=_db_upgrade)
 
+    projector = commands.add_parser("projector", help="project the events topic into Postgres")
+    projector.add_argument("--group", default="provisioning-projector", help="consumer group id")
+    projector.add_argument("--batch-size", type=int, default=500)
+    projector.set_defaults(handler=_projector)
+
+    api = commands.add_parser("api", help="serve the REST API")
+    api.add_argument("--host", default="127.0.0.1")
+    api.add_argument("--port", type=int, help="default: PROVISIONING_DEV_API_PORT (18080)")
+    api.set_defaults(handler=_api)
+
+    from provisioning.requests_cli import add_commands
+
+    add_commands(commands)
+
     registry = commands.add_parser("registry", help="the built-in participants' registry")
     registry_commands = registry.add_subparsers(metavar="ACTION", required=True)
     add_entity = registry_commands.add_parser("add-entity", help="register an eligible entity")
@@ -149,6 +163,25 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         idempotency_window_ms=args.idempotency_window_s * 1000,
     )
     return run_worker(settings, options)
+
+
+def _projector(args: argparse.Namespace, settings: Settings) -> int:
+    from projection.projector import ProjectorOptions, run_projector
+
+    return run_projector(settings, ProjectorOptions(group=args.group,
+                                                    batch_size=args.batch_size))
+
+
+def _api(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from api.app import create_app
+    from provisioning.logs import configure_logging
+
+    configure_logging()
+    uvicorn.run(create_app(settings), host=args.host, port=args.port or settings.dev_api_port,
+                log_config=None, access_log=False)
+    return 0
 
 
 def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:

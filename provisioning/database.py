@@ -25,6 +25,16 @@ from alembic.script import ScriptDirectory
 from provisioning.errors import TransientError
 from provisioning.settings import Settings
 
+# Constraint and index names every model and migration uses, so a migration can name what it
+# drops and a test can compare the two.
+NAMING_CONVENTION = {
+    "pk": "pk_%(table_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+}
+
 Target = Settings | str | sa.URL | sa.Engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"

@@ -58,11 +58,33 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL of the service's database (contains a password: secret).",
     )
 
+    # --- REST API (`provisioning api`) and its callers ----------------------------------
+    api_url: str = Field(
+        "http://127.0.0.1:18080", description="Where the CLI's submit/status/events/retry call."
+    )
+    api_token: SecretStr | None = Field(
+        None, description="Bearer token the CLI sends (see `provisioning token`)."
+    )
+    api_max_wait_s: float = Field(
+        60.0, ge=0, le=600, description="Longest `?wait=` a caller may ask for."
+    )
+    auth_issuer: str = Field("provisioning-dev", description="Required `iss` of bearer tokens.")
+    auth_audience: str = Field("provisioning-api", description="Required `aud` of bearer tokens.")
+    auth_jwks_file: str | None = Field(
+        None, description="JSON Web Key Set file with the keys that may sign tokens."
+    )
+    auth_jwks_url: str | None = Field(
+        None, description="JWKS URL of the identity provider (used when no file is set)."
+    )
+    auth_algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
+    auth_leeway_s: int = Field(30, ge=0, le=300, description="Clock skew allowed on exp/nbf.")
+
     # --- Local development services (`provisioning dev ...`) ----------------------------
     dev_dir: str = Field(".local", description="Where the local broker and database keep data.")
     dev_kafka_port: int = 19092
     dev_kafka_controller_port: int = 19093
     dev_postgres_port: int = 15432
+    dev_api_port: int = 18080
 
     def kafka_config(self) -> dict[str, Any]:
         """librdkafka's dotted keys for the connection; add role-specific keys on top."""

@@ -13,6 +13,7 @@ from pathlib import Path
 from provisioning.devservices.kafka import LocalKafka
 from provisioning.devservices.postgres import LocalPostgres
 from provisioning.devservices.process import DevServiceError, stop_pid
+from provisioning.devservices.signing_key import DevSigningKey
 from provisioning.settings import Settings
 
 __all__ = ["DevServiceError", "LocalServices"]
@@ -24,6 +25,8 @@ DEV_TOPIC_PREFIX = "dev"
 class LocalServices:
     kafka: LocalKafka
     postgres: LocalPostgres
+    signing_key: DevSigningKey
+    api_port: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalServices:
@@ -32,6 +35,8 @@ class LocalServices:
             kafka=LocalKafka(root / "kafka", settings.dev_kafka_port,
                              settings.dev_kafka_controller_port),
             postgres=LocalPostgres(root / "postgres", settings.dev_postgres_port),
+            signing_key=DevSigningKey(root / "auth"),
+            api_port=settings.dev_api_port,
         )
 
     def up(self) -> list[str]:
@@ -48,6 +53,8 @@ class LocalServices:
         lines.append(
             f"postgres  {'started' if started else 'running'} on 127.0.0.1:{self.postgres.port}"
         )
+        self.signing_key.ensure()
+        lines.append(f"auth      dev signing key in {self.signing_key.folder}")
         return lines
 
     def down(self) -> list[str]:
@@ -79,6 +86,8 @@ class LocalServices:
             "PROVISIONING_KAFKA_BOOTSTRAP_SERVERS": self.kafka.bootstrap,
             "PROVISIONING_DATABASE_URL": self.postgres.url,
             "PROVISIONING_TOPIC_PREFIX": DEV_TOPIC_PREFIX,
+            "PROVISIONING_AUTH_JWKS_FILE": str(self.signing_key.jwks_file),
+            "PROVISIONING_API_URL": f"http://127.0.0.1:{self.api_port}",
         }
 
 

@@ -1,0 +1,327 @@
+"""The REST API: the seed's endpoints on FastAPI, run by `provisioning api` under uvicorn.
+
+    POST /api/v1/provisioning/{tenant,service,user,resource}   202 + requestId (200 with ?wait=)
+    GET  /api/v1/provisioning/{requestId}/status
+    GET  /api/v1/provisioning/{requestId}/events               the audit trail
+    POST /api/v1/provisioning/{requestId}/retry                resend a FAILED request
+
+Every call needs a bearer token (`api.auth`). X-Tenant-ID is required except for tenant
+creation and must equal the token's tenant; a request of another tenant is a 404, never a 403,
+so request ids do not leak. An accepted request is visible at once as PENDING: the row is
+written before the command is published, and removed again if publishing fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any, TypeVar
+
+import sqlalchemy as sa
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from api import problems
+from api.auth import READ, RETRY, SUBMIT, Caller, TokenVerifier, Unauthenticated
+from api.bodies import (
+    Accepted,
+    AuditEvent,
+    AuditTrail,
+    RequestStatus,
+    ResourceRequest,
+    ServiceRequest,
+    TenantRequest,
+    UserRequest,
+)
+from api.finished import FinishedRequests
+from api.problems import Problem
+from api.publishing import AsyncCommandPublisher
+from consumer.commands import InvalidCommand, command_from_params, to_start_command
+from producers.commands import PublishError
+from projection import store
+from projection.fold import RequestRow
+from provisioning.database import create_engine
+from provisioning.errors import TransientError
+from provisioning.settings import Settings, get_settings
+from sagas import payload_hash
+
+PREFIX = "/api/v1/provisioning"
+T = TypeVar("T")
+bearer = HTTPBearer(auto_error=False, description="A JWT from the platform's identity provider")
+
+
+class Services:
+    """What the endpoints share for the life of the process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine = create_engine(settings, pool_size=8, max_overflow=4)
+        self.publisher = AsyncCommandPublisher(settings)
+        self.finished = FinishedRequests(settings.database_url_plain()).start()
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(connection, *args)` in one transaction, off the event loop."""
+        def call() -> T:
+            with self.engine.begin() as conn:
+                return fn(conn, *args)
+        try:
+            return await run_in_threadpool(call)
+        except sa.exc.OperationalError:
+            raise Problem(503, "the status database is unavailable; try again shortly",
+                          headers={"Retry-After": "2"}) from None
+
+    def close(self) -> None:
+        self.finished.stop()
+        self.publisher.close()
+        self.engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    verifier = TokenVerifier(settings)  # fails at start-up when no keys are configured
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.services = Services(settings)
+        yield
+        app.state.services.close()
+
+    app = FastAPI(title="Provisioning Service", version="1",
+                  description="Submit provisioning requests and follow them.", lifespan=lifespan)
+    app.state.verifier = verifier
+    problems.install(app)
+
+    def submit_route(workflow: str, body_type: type) -> None:
+        async def submit(body: Any, request: Request, response: Response, who: CallerDep,
+                         svc: ServicesDep, x_tenant_id: TenantHeader = None, wait: Wait = 0,
+                         traceparent: Traceparent = None) -> Any:
+            return await _submit(svc, workflow, body, request, response, who, x_tenant_id,
+                                 wait, traceparent)
+
+        submit.__annotations__["body"] = body_type
+        app.post(f"{PREFIX}/{workflow}", status_code=202, name=f"submit_{workflow}",
+                 summary=f"Provision a {workflow}", response_model=Accepted | RequestStatus,
+                 responses={200: {"model": RequestStatus}})(submit)
+
+    for workflow, body_type in (("tenant", TenantRequest), ("service", ServiceRequest),
+                                ("user", UserRequest), ("resource", ResourceRequest)):
+        submit_route(workflow, body_type)
+
+    @app.get(f"{PREFIX}/{{request_id}}/status", response_model=RequestStatus)
+    async def status(request_id: uuid.UUID, who: CallerDep, svc: ServicesDep,
+                     x_tenant_id: TenantHeader = None) -> RequestStatus:
+        _require(who, READ)
+        _check_tenant_header(who, x_tenant_id, required=True)
+        return _status(await _visible_row(svc, who, str(request_id)))
+
+    @app.get(f"{PREFIX}/{{request_id}}/events", response_model=AuditTrail)
+    async def events(request_id: uuid.UUID, who: CallerDep, svc: ServicesDep,
+                     x_tenant_id: TenantHeader = None) -> AuditTrail:
+        _require(who, READ)
+        _check_tenant_header(who, x_tenant_id, required=True)
+        row = await _visible_row(svc, who, str(request_id))
+        audit = await svc.db(store.read_events, row.request_id)
+        return AuditTrail(requestId=row.request_id, events=[
+            AuditEvent(sequence=e["sequence"], run=e["run"], type=e["event_type"],
+                       step=e["step"], attempt=e["attempt"], occurredAt=e["occurred_at"],
+                       details=_details(e["payload"])) for e in audit])
+
+    @app.post(f"{PREFIX}/{{request_id}}/retry", status_code=202, response_model=Accepted)
+    async def retry(request_id: uuid.UUID, request: Request, who: CallerDep, svc: ServicesDep,
+                    x_tenant_id: TenantHeader = None, traceparent: Traceparent = None
+                    ) -> Accepted:
+        _require(who, RETRY)
+        _check_tenant_header(who, x_tenant_id, required=True)
+        row = await _visible_row(svc, who, str(request_id))
+        if row.status != "FAILED":
+            raise Problem(409, f"only FAILED requests can be retried; {row.request_id} is "
+                               f"{row.status}", status=row.status)
+        record_name, command = command_from_params(
+            row.workflow_type, row.request_id, row.params, reply_to=row.reply_to,
+            requested_at=_now_ms())
+        await _publish(svc, record_name, command, traceparent)
+        await svc.db(store.mark_retrying, row.request_id, datetime.now(UTC))
+        return _accepted(request, row.request_id, "PENDING")
+
+    return app
+
+
+async def _caller(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None,
+                                                      Depends(bearer)]) -> Caller:
+    if credentials is None:
+        raise Problem(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    try:
+        return request.app.state.verifier.verify(credentials.credentials)
+    except Unauthenticated as exc:
+        raise Problem(401, str(exc),
+                      headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
+ServicesDep = Annotated[Services, Depends(_services)]
+TenantHeader = Annotated[str | None, Header(alias="X-Tenant-ID", max_length=128)]
+Wait = Annotated[float, Query(ge=0, le=600, description="Seconds to wait for the outcome")]
+Traceparent = Annotated[str | None, Header(max_length=128)]
+
+
+async def _submit(svc: Services, workflow: str, body: Any, request: Request, response: Response,
+                  who: Caller, x_tenant_id: str | None, wait: float,
+                  traceparent: str | None) -> Accepted | RequestStatus:
+    _require(who, SUBMIT)
+    tenant_id = _tenant_of_submission(workflow, body, who, x_tenant_id)
+    request_id = str(body.requestId or uuid.uuid4())
+    record_name, command = _command(workflow, body, request_id, who, tenant_id)
+    try:
+        start = to_start_command(record_name, command)
+    except InvalidCommand as exc:
+        raise Problem(422, str(exc)) from None
+    now = datetime.now(UTC)
+    row = RequestRow(
+        request_id=request_id, workflow_type=workflow, tenant_id=start.tenant_id,
+        submitted_tenant_id=who.tenant_id, requested_by=who.subject,
+        payload_hash=payload_hash(workflow, start.params), params=dict(start.params),
+        reply_to=start.reply_to, created_at=now, updated_at=now,
+    )
+    acceptance = await svc.db(store.accept, row)
+    if acceptance.conflicts_with(row.payload_hash) or not _visible(acceptance.row, who):
+        raise Problem(409, f"requestId {request_id} was already used for a different request; "
+                           "use a new requestId", requestId=request_id)
+    try:
+        await _publish(svc, record_name, command, traceparent)
+    except Problem:
+        if acceptance.created:
+            await svc.db(store.forget_pending, request_id)
+        raise
+    if acceptance.row.status == "FAILED":  # resending a failed request starts its next run
+        await svc.db(store.mark_retrying, request_id, now)
+    response.headers["Location"] = _url(request, request_id, "status")
+    if wait > 0:
+        finished = await _wait_until_finished(svc, request_id,
+                                              min(wait, svc.settings.api_max_wait_s))
+        if finished is not None:
+            response.status_code = 200
+            return _status(finished)
+    return _accepted(request, request_id, "PENDING")
+
+
+def _command(workflow: str, body: Any, request_id: str, who: Caller,
+             tenant_id: str | None) -> tuple[str, dict[str, Any]]:
+    fields = body.model_dump(mode="json", exclude={"requestId", "tenantId"}, exclude_none=True)
+    command = {**fields, "requestId": request_id, "requestedBy": who.subject,
+               "replyTo": body.replyTo, "requestedAt": _now_ms()}
+    if workflow != "tenant":
+        command["tenantId"] = tenant_id
+    if workflow == "tenant":
+        command.setdefault("tenantName", None)
+        command["billingInfo"].setdefault("paymentMethod", None)
+    record_name = {"tenant": "ProvisionTenantRequest", "service": "ProvisionServiceRequest",
+                   "user": "ProvisionUserRequest", "resource": "ProvisionResourceRequest"}
+    return record_name[workflow], command
+
+
+async def _publish(svc: Services, record_name: str, command: dict[str, Any],
+                   traceparent: str | None) -> None:
+    try:
+        await svc.publisher.publish(record_name, command, traceparent)
+    except (TransientError, PublishError) as exc:
+        raise Problem(503, f"the command could not be queued ({exc}); nothing was started, "
+                           "send it again with the same requestId",
+                      headers={"Retry-After": "2"}) from None
+
+
+async def _wait_until_finished(svc: Services, request_id: str,
+                               timeout_s: float) -> RequestRow | None:
+    deadline = time.monotonic() + timeout_s
+    woken = svc.finished.register(request_id)
+    try:
+        while True:
+            woken.clear()  # before reading, so a notification during the read is not lost
+            row = await svc.db(store.read_request, request_id)
+            if row is not None and row.finished:
+                return row
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(woken.wait(), remaining)
+            except TimeoutError:
+                return None
+    finally:
+        svc.finished.unregister(request_id, woken)
+
+
+def _tenant_of_submission(workflow: str, body: Any, who: Caller,
+                          x_tenant_id: str | None) -> str | None:
+    _check_tenant_header(who, x_tenant_id, required=workflow != "tenant")
+    if workflow == "tenant":
+        return None
+    if body.tenantId is not None and body.tenantId != x_tenant_id:
+        raise Problem(400, "tenantId in the body differs from the X-Tenant-ID header")
+    return x_tenant_id
+
+
+def _check_tenant_header(who: Caller, x_tenant_id: str | None, *, required: bool) -> None:
+    if x_tenant_id is None:
+        if required:
+            raise Problem(400, "the X-Tenant-ID header is required")
+        return
+    if x_tenant_id != who.tenant_id:
+        raise Problem(403, "X-Tenant-ID is not the tenant of the token")
+
+
+def _require(who: Caller, permission: str) -> None:
+    if not who.may(permission):
+        raise Problem(403, f"the token lacks the {permission} permission")
+
+
+def _visible(row: RequestRow, who: Caller) -> bool:
+    """A caller sees its tenant's requests, and the tenant provisionings it submitted."""
+    return who.tenant_id in (row.tenant_id, row.submitted_tenant_id)
+
+
+async def _visible_row(svc: Services, who: Caller, request_id: str) -> RequestRow:
+    row = await svc.db(store.read_request, request_id)
+    if row is None or not _visible(row, who):
+        raise Problem(404, f"no request {request_id} is visible to this caller")
+    return row
+
+
+def _status(row: RequestRow) -> RequestStatus:
+    return RequestStatus(
+        requestId=row.request_id, workflowType=row.workflow_type, tenantId=row.tenant_id,
+        status=row.status, run=row.run, currentStep=row.current_step,
+        completedSteps=list(row.completed_steps), compensatedSteps=list(row.compensated_steps),
+        failedStep=row.failed_step, reason=row.reason, resourceId=row.resource_id,
+        attempts=row.attempts, createdAt=row.created_at, updatedAt=row.updated_at,
+        finishedAt=row.finished_at)
+
+
+_ENVELOPE = {"requestId", "sequence", "run", "workflowType", "tenantId", "occurredAt", "step",
+             "attempt"}
+
+
+def _details(payload: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in payload.items() if k not in _ENVELOPE and v is not None}
+
+
+def _accepted(request: Request, request_id: str, status: str) -> Accepted:
+    return Accepted(requestId=request_id, status=status,
+                    statusUrl=_url(request, request_id, "status"),
+                    eventsUrl=_url(request, request_id, "events"))
+
+
+def _url(request: Request, request_id: str, what: str) -> str:
+    return f"{PREFIX}/{request_id}/{what}"
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,114 @@
+"""What callers send and receive. Commands follow the Avro schemas (`schemas/`), minus what the
+API fills in itself: `requestedBy` is the token's subject, `requestedAt` the time of the call and
+`tenantId` the caller's tenant. Enumerations are read from the schemas, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from consumer.commands import Email, Identifier, Name, SpecKey, SpecValue, Topic
+from schemas.registry import SCHEMA_DIR
+
+
+def _enum(name: str, exclude: tuple[str, ...] = ()) -> type[enum.StrEnum]:
+    schema = json.loads((SCHEMA_DIR / f"{name}.avsc").read_text())
+    symbols = [s for s in schema["symbols"] if s not in exclude]
+    return enum.StrEnum(name, {s: s for s in symbols})
+
+
+SubscriptionPlan = _enum("SubscriptionPlan")
+SlaTier = _enum("SlaTier")
+ResourceType = _enum("ResourceType", exclude=("UNSUPPORTED",))
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requestId: uuid.UUID | None = Field(
+        None, description="Idempotency key; generated when absent. The same requestId with the "
+        "same body is the same request; with another body it is refused with 409.")
+    replyTo: Topic | None = Field(None, description="Kafka topic for the seed's responses.")
+
+
+class BillingInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    accountName: Name
+    billingEmail: Email
+    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+    paymentMethod: Name | None = None
+
+
+class TenantRequest(_Command):
+    entityId: Identifier
+    tenantName: Name | None = None
+    subscriptionPlan: SubscriptionPlan  # type: ignore[valid-type]
+    billingInfo: BillingInfo
+
+
+class _TenantScoped(_Command):
+    tenantId: Identifier | None = Field(
+        None, description="Optional; when given it must equal X-Tenant-ID.")
+
+
+class ServiceRequest(_TenantScoped):
+    serviceName: Identifier
+    slaTier: SlaTier  # type: ignore[valid-type]
+
+
+class UserRequest(_TenantScoped):
+    email: Email
+    roleName: Identifier
+
+
+class ResourceRequest(_TenantScoped):
+    serviceName: Identifier
+    resourceType: ResourceType  # type: ignore[valid-type]
+    resourceSpec: Annotated[dict[SpecKey, SpecValue], Field(max_length=32)] = {}
+
+
+class Accepted(BaseModel):
+    requestId: str
+    status: str
+    statusUrl: str
+    eventsUrl: str
+
+
+class RequestStatus(BaseModel):
+    requestId: str
+    workflowType: str
+    tenantId: str | None
+    status: str
+    run: int
+    currentStep: str | None
+    completedSteps: list[str]
+    compensatedSteps: list[str]
+    failedStep: str | None
+    reason: str | None
+    resourceId: str | None
+    attempts: int
+    createdAt: datetime
+    updatedAt: datetime
+    finishedAt: datetime | None
+
+
+class AuditEvent(BaseModel):
+    sequence: int
+    run: int
+    type: str
+    step: str | None
+    attempt: int | None
+    occurredAt: datetime
+    details: dict[str, Any]
+
+
+class AuditTrail(BaseModel):
+    requestId: str
+    events: list[AuditEvent]

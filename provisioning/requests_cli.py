@@ -1,0 +1,200 @@
+"""`provisioning submit|status|events|retry|token`: requests through the REST API, for people.
+
+Human output by default (rich tables, the audit trail as a timeline); `--json` prints the API's
+answer unchanged, for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from provisioning.api_client import ApiClient
+from provisioning.errors import ConfigurationError
+from provisioning.settings import Settings
+
+WORKFLOWS = ("tenant", "service", "user", "resource")
+EXAMPLE_FIELDS = {
+    "tenant": "entityId=E subscriptionPlan=BUSINESS billingInfo.accountName=Acme "
+              "billingInfo.billingEmail=billing@acme.test billingInfo.currency=EUR",
+    "service": "serviceName=CartService slaTier=GOLD",
+    "user": "email=ada@acme.test roleName=member",
+    "resource": "serviceName=CoreService resourceType=DATABASE resourceSpec.sizeGb=5",
+}
+STATUS_STYLE = {"COMPLETED": "green", "FAILED": "red", "REJECTED": "red",
+                "COMPENSATING": "yellow", "IN_PROGRESS": "cyan", "PENDING": "cyan"}
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    submit = commands.add_parser(
+        "submit", help="submit a provisioning request through the API",
+        description="Fields are the API body's, as name=value; nested ones dotted. Examples:\n"
+        + "\n".join(f"  provisioning submit {w} {f}" for w, f in EXAMPLE_FIELDS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    submit.add_argument("workflow", choices=WORKFLOWS)
+    submit.add_argument("fields", nargs="*", metavar="NAME=VALUE")
+    submit.add_argument("--body-file", type=Path, help="JSON body instead of NAME=VALUE fields")
+    submit.add_argument("--request-id", help="idempotency key (default: generated)")
+    submit.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                        help="wait up to this long for the outcome")
+    _connection_options(submit)
+    submit.set_defaults(handler=_submit)
+
+    for name, handler, text in [
+        ("status", _status, "where a request stands"),
+        ("events", _events, "a request's audit trail as a timeline"),
+        ("retry", _retry, "resend a FAILED request (its next run)"),
+    ]:
+        command = commands.add_parser(name, help=text)
+        command.add_argument("request_id")
+        _connection_options(command)
+        command.set_defaults(handler=handler)
+
+    token = commands.add_parser("token", help="print a development token (local signing key)")
+    token.add_argument("--subject", required=True, help="the caller's identity (sub)")
+    token.add_argument("--tenant", required=True, help="the caller's tenant (tenant_id)")
+    token.add_argument("--permission", action="append", dest="permissions",
+                       help="repeatable; default: submit, read and retry")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.set_defaults(handler=_token)
+
+
+def _connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--api-url", help="default: PROVISIONING_API_URL")
+    parser.add_argument("--token", help="default: PROVISIONING_API_TOKEN")
+    parser.add_argument("--tenant", help="X-Tenant-ID (default: the token's tenant)")
+    parser.add_argument("--json", action="store_true", help="print the API's JSON answer")
+
+
+def _client(args: argparse.Namespace, settings: Settings) -> ApiClient:
+    token = args.token or (settings.api_token.get_secret_value() if settings.api_token else None)
+    return ApiClient(args.api_url or settings.api_url, token, args.tenant)
+
+
+def _submit(args: argparse.Namespace, settings: Settings) -> int:
+    body = _body(args)
+    if args.request_id:
+        body["requestId"] = args.request_id
+    answer = _client(args, settings).submit(args.workflow, body, args.wait)
+    if args.json:
+        _print_json(answer)
+    elif "workflowType" in answer:
+        _print_status(answer)
+    else:
+        Console().print(f"accepted [bold]{answer['requestId']}[/] ({answer['status']}); "
+                        f"follow it with: provisioning status {answer['requestId']}")
+    return 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    answer = _client(args, settings).status(args.request_id)
+    _print_json(answer) if args.json else _print_status(answer)
+    return 0
+
+
+def _events(args: argparse.Namespace, settings: Settings) -> int:
+    answer = _client(args, settings).events(args.request_id)
+    _print_json(answer) if args.json else _print_timeline(answer)
+    return 0
+
+
+def _retry(args: argparse.Namespace, settings: Settings) -> int:
+    answer = _client(args, settings).retry(args.request_id)
+    if args.json:
+        _print_json(answer)
+    else:
+        Console().print(f"retrying [bold]{answer['requestId']}[/] ({answer['status']})")
+    return 0
+
+
+def _token(args: argparse.Namespace, settings: Settings) -> int:
+    from api.auth import ALL_PERMISSIONS, issue_token
+    from provisioning.devservices.signing_key import KEY_ID, DevSigningKey
+
+    key = DevSigningKey(Path(settings.dev_dir).resolve() / "auth").ensure()
+    print(issue_token(key.private_key_pem(), key_id=KEY_ID, issuer=settings.auth_issuer,
+                      audience=settings.auth_audience, subject=args.subject,
+                      tenant_id=args.tenant,
+                      permissions=tuple(args.permissions or ALL_PERMISSIONS),
+                      ttl_s=args.ttl, now=int(time.time())))
+    return 0
+
+
+def _body(args: argparse.Namespace) -> dict[str, Any]:
+    from consumer.commands import unflatten
+
+    if args.body_file:
+        return json.loads(args.body_file.read_text())
+    fields = {}
+    for item in args.fields:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigurationError(f"{item!r} is not NAME=VALUE")
+        fields[name] = value
+    return unflatten(fields)
+
+
+def _print_json(answer: dict[str, Any]) -> None:
+    print(json.dumps(answer, indent=2))
+
+
+def _print_status(s: dict[str, Any]) -> None:
+    style = STATUS_STYLE.get(s["status"], "")
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("request", s["requestId"]), ("workflow", s["workflowType"]),
+        ("tenant", s["tenantId"] or "-"), ("status", f"[{style}]{s['status']}[/]"),
+        ("run", str(s["run"])), ("current step", s["currentStep"] or "-"),
+        ("completed", ", ".join(s["completedSteps"]) or "-"),
+        ("compensated", ", ".join(s["compensatedSteps"]) or "-"),
+        ("failed step", s["failedStep"] or "-"), ("reason", s["reason"] or "-"),
+        ("resource", s["resourceId"] or "-"), ("step attempts", str(s["attempts"])),
+        ("created", s["createdAt"]), ("updated", s["updatedAt"]),
+        ("finished", s["finishedAt"] or "-"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    Console().print(table)
+
+
+EVENT_STYLE = {"Succeeded": "green", "FailedEvent": "red", "Rejected": "red",
+               "StepFailed": "yellow", "CompensationStarted": "yellow",
+               "StepCompensated": "yellow", "CompensationFailed": "red"}
+HIDDEN_DETAILS = ("payloadHash", "deadlineAt", "stepDeadline", "nextRetryAt", "workflowVersion")
+
+
+def _print_timeline(trail: dict[str, Any]) -> None:
+    """One line per event, never cut: time, sequence, run, event, step, what it said."""
+    console = Console(highlight=False, soft_wrap=True)
+    console.print(f"[bold]request {trail['requestId']}[/]")
+    for e in trail["events"]:
+        when = datetime.fromisoformat(e["occurredAt"]).strftime("%H:%M:%S.%f")[:-3]
+        name = e["type"].removeprefix("Provisioning")
+        step = e["step"] or ""
+        if e["attempt"]:
+            step += f" #{e['attempt']}"
+        style = EVENT_STYLE.get(name, "")
+        event = f"[{style}]{name:<20}[/]" if style else f"{name:<20}"
+        console.print(f"{when}  {e['sequence']:>3}  run {e['run']}  {event} {step:<28} "
+                      f"{_details_text(e['details'])}".rstrip())
+
+
+def _details_text(details: dict[str, Any]) -> str:
+    parts: dict[str, str] = {}
+    for key, value in details.items():
+        if key in HIDDEN_DETAILS or value in ({}, "", None):
+            continue
+        if isinstance(value, dict):
+            parts.update((k, str(v)) for k, v in value.items())
+        else:
+            parts[key] = str(value)
+    return ", ".join(f"{k}={v}" for k, v in parts.items())
