@@ -85,8 +85,9 @@ def _insert_audit(conn: sa.Connection, batch: Iterable[Event]) -> int:
         })
     if not values:
         return 0
-    statement = pg_insert(events).values(list(values.values())).on_conflict_do_nothing()
-    return conn.execute(statement).rowcount
+    statement = (pg_insert(events).values(list(values.values())).on_conflict_do_nothing()
+                 .returning(events.c.sequence))
+    return len(conn.execute(statement).all())
 
 
 def _upsert_rows(conn: sa.Connection, rows: Iterable[RequestRow]) -> None:

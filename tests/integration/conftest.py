@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 from confluent_kafka.admin import AdminClient
 
+from provisioning.database import upgrade
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout, create_topics
 
@@ -45,6 +46,13 @@ def db_engine(base_settings: Settings) -> sa.Engine:
         )
     yield engine
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def migrated(db_engine: sa.Engine) -> sa.Engine:
+    """The service database at the latest migration (every test's tables exist)."""
+    upgrade(db_engine)
+    return db_engine
 
 
 @pytest.fixture

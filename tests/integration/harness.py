@@ -80,6 +80,64 @@ class WorkerProcess:
 
 
 @dataclass
+class ServiceProcess:
+    """`provisioning <args>` (projector, api, ...) as its own OS process, logging to a file."""
+
+    settings: Settings
+    log_dir: Path
+    args: tuple[str, ...]
+    extra_env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen | None = None
+
+    @property
+    def log_file(self) -> Path:
+        return self.log_dir / f"{self.args[0]}-{id(self):x}.log"
+
+    def start(self) -> ServiceProcess:
+        log = self.log_file.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "provisioning.cli", *self.args],
+            env={**process_env(self.settings), **self.extra_env}, stdout=log,
+            stderr=subprocess.STDOUT, cwd=ROOT,
+        )
+        return self
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self, timeout_s: float = 30) -> int | None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                return None
+        return self.process.returncode if self.process else None
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+
+def wait_until(done: Callable[[], Any], timeout_s: float, what: str,
+               interval_s: float = 0.1) -> Any:
+    """Poll `done` until it returns something truthy; fail naming `what` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = done()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout_s} s")
+        time.sleep(interval_s)
+
+
+@dataclass
 class Record:
     record_name: str
     value: dict[str, Any]

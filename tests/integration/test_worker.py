@@ -15,7 +15,6 @@ from harness import TopicReader, WorkerProcess
 
 from consumer.participants.builtin.registry import add_entity
 from producers.commands import CommandPublisher
-from provisioning.database import upgrade
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout
 from schemas import codec
@@ -27,12 +26,6 @@ TENANT_EVENTS = ["ProvisioningRequested"] + [
                  "create-admin-role")
     for name in ("ProvisioningStepStarted", "ProvisioningStepCompleted")
 ] + ["ProvisioningSucceeded"]
-
-
-@pytest.fixture(scope="module")
-def migrated(db_engine: sa.Engine) -> sa.Engine:
-    upgrade(db_engine)
-    return db_engine
 
 
 @pytest.fixture

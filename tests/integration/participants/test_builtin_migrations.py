@@ -18,8 +18,22 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from consumer.participants.builtin.models import Base
-from provisioning.database import current_revision, downgrade, head_revision, upgrade
+from projection.models import metadata as projection_metadata
+from provisioning.database import (
+    NAMING_CONVENTION,
+    current_revision,
+    downgrade,
+    head_revision,
+    upgrade,
+)
 from provisioning.settings import Settings
+
+# Everything the migrations create, as the models declare it.
+ALL_MODELS = sa.MetaData(naming_convention=NAMING_CONVENTION)
+for _table in (*Base.metadata.tables.values(), *projection_metadata.tables.values()):
+    _table.to_metadata(ALL_MODELS)
+OPERATOR_VIEWS = {"provisioning_recent_failures", "provisioning_durations",
+                  "provisioning_stuck_requests"}
 
 REFERENCE_TABLES = ("sla_tiers", "plans", "services", "plan_services", "sla_quotas", "roles",
                     "role_permissions")
@@ -62,9 +76,10 @@ def test_downgrade_to_base_then_upgrade_again(
 
     upgrade(url, schema=scratch_schema)
     assert current_revision(url, schema=scratch_schema) == head_revision()
-    assert _tables_in(registry_engine, scratch_schema) == set(Base.metadata.tables) | {
+    assert _tables_in(registry_engine, scratch_schema) == set(ALL_MODELS.tables) | {
         "alembic_version"
     }
+    assert _views_in(registry_engine, scratch_schema) == OPERATOR_VIEWS
     assert _reference_counts(registry_engine, scratch_schema) == _reference_counts(registry_engine)
 
 
@@ -94,7 +109,7 @@ def test_the_models_describe_exactly_what_the_migrations_create(
         context = MigrationContext.configure(
             connection, opts={"compare_type": True, "compare_server_default": True}
         )
-        assert compare_metadata(context, Base.metadata) == []
+        assert compare_metadata(context, ALL_MODELS) == []
     assert _constraint_and_index_names(registry_engine, scratch_schema) == _declared_names()
 
 
@@ -112,6 +127,11 @@ def _tables_in(engine: sa.Engine, schema: str) -> set[str]:
         return set(sa.inspect(connection).get_table_names(schema=schema))
 
 
+def _views_in(engine: sa.Engine, schema: str) -> set[str]:
+    with engine.connect() as connection:
+        return set(sa.inspect(connection).get_view_names(schema=schema))
+
+
 def _constraint_and_index_names(engine: sa.Engine, schema: str) -> set[str]:
     query = sa.text(
         "SELECT conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace"
@@ -125,7 +145,7 @@ def _constraint_and_index_names(engine: sa.Engine, schema: str) -> set[str]:
 
 def _declared_names() -> set[str]:
     names = set()
-    for table in Base.metadata.tables.values():
+    for table in ALL_MODELS.tables.values():
         names |= {str(constraint.name) for constraint in table.constraints}
         names |= {str(index.name) for index in table.indexes}
     return names
