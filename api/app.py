@@ -140,7 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         row = await _visible_row(svc, who, str(request_id))
         if row.status != "FAILED":
             raise Problem(409, f"only FAILED requests can be retried; {row.request_id} is "
-                               f"{row.status}", status=row.status)
+                               f"{row.status}", currentStatus=row.status)
         record_name, command = command_from_params(
             row.workflow_type, row.request_id, row.params, reply_to=row.reply_to,
             requested_at=_now_ms())

@@ -19,7 +19,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from consumer.commands import WORKFLOW_OF_RECORD, InvalidCommand, to_start_command
+from consumer.commands import RECORD_OF_WORKFLOW, InvalidCommand, to_start_command
 from producers.commands import CommandPublisher
 from provisioning.errors import CodecError, ConfigurationError, ProvisioningError, TransientError
 from provisioning.settings import Settings
@@ -28,7 +28,6 @@ from schemas import codec
 
 log = logging.getLogger(__name__)
 
-RECORD_OF_WORKFLOW = {workflow: record for record, (workflow, _) in WORKFLOW_OF_RECORD.items()}
 ENVELOPE_FIELDS = frozenset({"requestId", "requestedBy", "replyTo", "requestedAt"})
 TERMINAL_STATUS = {
     "ProvisioningSucceeded": "COMPLETED",

@@ -179,9 +179,30 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
     from provisioning.logs import configure_logging
 
     configure_logging()
-    uvicorn.run(create_app(settings), host=args.host, port=args.port or settings.dev_api_port,
-                log_config=None, access_log=False)
+    config = uvicorn.Config(create_app(settings), host=args.host,
+                            port=args.port or settings.dev_api_port, log_config=None,
+                            access_log=False)
+    _graceful_server_class()(config).run()
     return 0
+
+
+def _graceful_server_class():
+    import contextlib
+    import signal
+
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """Finishes in-flight requests on SIGTERM/SIGINT and exits 0, as the worker does
+        (uvicorn's own handler re-raises the signal, so the exit code would say "killed")."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):  # type: ignore[override]
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, self.handle_exit)
+            yield
+
+    return GracefulServer
 
 
 def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
