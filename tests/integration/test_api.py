@@ -6,7 +6,11 @@ makes its own requestIds, entities and tenants, so tests do not see each other's
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,7 +41,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def signing_key(tmp_path_factory: pytest.TempPathFactory) -> DevSigningKey:
-    return DevSigningKey(tmp_path_factory.mktemp("auth")).ensure()
+    # Where `provisioning token` looks when PROVISIONING_DEV_DIR is this folder's parent.
+    return DevSigningKey(tmp_path_factory.mktemp("dev") / "auth").ensure()
 
 
 @pytest.fixture(scope="module")
@@ -360,3 +365,59 @@ def test_an_accepted_request_is_visible_at_once_as_pending(
             assert waited.status_code == 202 and waited.json()["status"] == "PENDING"
     finally:
         assert api.stop() == 0, api.log_text()[-3000:]
+
+
+# --- the CLI, against the same API ---------------------------------------------------------------
+
+
+def cli(stack: str, signing_key: DevSigningKey, *args: str, token: str | None = None
+        ) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PROVISIONING_API_URL": stack,
+           "PROVISIONING_DEV_DIR": str(signing_key.folder.parent)}
+    env.pop("PROVISIONING_API_TOKEN", None)
+    if token:
+        env["PROVISIONING_API_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "provisioning.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_the_cli_submits_follows_and_retries_requests(
+    stack: str, signing_key: DevSigningKey, migrated: sa.Engine
+) -> None:
+    issued = cli(stack, signing_key, "token", "--subject", "ada", "--tenant", "platform")
+    assert issued.returncode == 0, issued.stderr
+    platform_token = issued.stdout.strip()
+
+    submitted = cli(stack, signing_key, "submit", "tenant", f"entityId={new_entity(migrated)}",
+                    "subscriptionPlan=STARTER", "billingInfo.accountName=Acme",
+                    "billingInfo.billingEmail=billing@acme.example", "billingInfo.currency=EUR",
+                    "--wait", "30", "--json", token=platform_token)
+    assert submitted.returncode == 0, submitted.stderr
+    tenant_request = json.loads(submitted.stdout)
+    assert tenant_request["status"] == "COMPLETED"
+    tenant = tenant_request["tenantId"]
+
+    shown = cli(stack, signing_key, "status", tenant_request["requestId"], token=platform_token)
+    assert shown.returncode == 0 and "COMPLETED" in shown.stdout and tenant in shown.stdout
+    timeline = cli(stack, signing_key, "events", tenant_request["requestId"],
+                   token=platform_token)
+    assert timeline.returncode == 0, timeline.stderr
+    lines = timeline.stdout.splitlines()
+    assert "Requested" in lines[1] and "Succeeded" in lines[-1]
+    assert any("validate-entity #1" in line for line in lines)
+
+    tenant_token = cli(stack, signing_key, "token", "--subject", "ada", "--tenant", tenant
+                       ).stdout.strip()
+    failed = cli(stack, signing_key, "submit", "resource", "serviceName=CoreService",
+                 "resourceType=STORAGE", "resourceSpec.sizeGb=99999", "--wait", "30", "--json",
+                 token=tenant_token)
+    assert json.loads(failed.stdout)["status"] == "FAILED", failed.stdout + failed.stderr
+    retried = cli(stack, signing_key, "retry", json.loads(failed.stdout)["requestId"],
+                  token=tenant_token)
+    assert retried.returncode == 0 and "retrying" in retried.stdout, retried.stderr
+
+    missing = cli(stack, signing_key, "status", str(uuid.uuid4()), token=tenant_token)
+    assert missing.returncode == 2 and "404" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    no_token = cli(stack, signing_key, "status", str(uuid.uuid4()))
+    assert no_token.returncode == 2 and "PROVISIONING_API_TOKEN" in no_token.stderr
