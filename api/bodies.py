@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from consumer.commands import Email, Identifier, Name, SpecKey, SpecValue, Topic
+from consumer.commands import BillingInfo, Email, Identifier, Name, SpecKey, SpecValue, Topic
 from schemas.registry import SCHEMA_DIR
 
 
@@ -35,15 +35,6 @@ class _Command(BaseModel):
         None, description="Idempotency key; generated when absent. The same requestId with the "
         "same body is the same request; with another body it is refused with 409.")
     replyTo: Topic | None = Field(None, description="Kafka topic for the seed's responses.")
-
-
-class BillingInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    accountName: Name
-    billingEmail: Email
-    currency: Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
-    paymentMethod: Name | None = None
 
 
 class TenantRequest(_Command):

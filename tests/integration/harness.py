@@ -38,48 +38,6 @@ def process_env(settings: Settings) -> dict[str, str]:
 
 
 @dataclass
-class WorkerProcess:
-    settings: Settings
-    log_dir: Path
-    group: str
-    instance_id: str = field(default_factory=lambda: f"w{uuid.uuid4().hex[:6]}")
-    extra_args: tuple[str, ...] = ()
-    process: subprocess.Popen | None = None
-
-    def start(self) -> WorkerProcess:
-        log = (self.log_dir / f"worker-{self.instance_id}.log").open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "provisioning.cli", "worker", "--group", self.group,
-             "--instance-id", self.instance_id, *self.extra_args],
-            env=process_env(self.settings), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-        )
-        return self
-
-    def kill(self) -> None:
-        """kill -9: no shutdown, no commit; the next owner must recover."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self, timeout_s: float = 30) -> int | None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                return None
-        return self.process.returncode if self.process else None
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_text(self) -> str:
-        path = self.log_dir / f"worker-{self.instance_id}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-
-@dataclass
 class ServiceProcess:
     """`provisioning <args>` (projector, api, ...) as its own OS process, logging to a file."""
 
@@ -87,11 +45,12 @@ class ServiceProcess:
     log_dir: Path
     args: tuple[str, ...]
     extra_env: dict[str, str] = field(default_factory=dict)
+    name: str = field(default_factory=lambda: uuid.uuid4().hex[:6])
     process: subprocess.Popen | None = None
 
     @property
     def log_file(self) -> Path:
-        return self.log_dir / f"{self.args[0]}-{id(self):x}.log"
+        return self.log_dir / f"{self.args[0]}-{self.name}.log"
 
     def start(self) -> ServiceProcess:
         log = self.log_file.open("ab")
@@ -122,6 +81,19 @@ class ServiceProcess:
 
     def log_text(self) -> str:
         return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+
+class WorkerProcess(ServiceProcess):
+    """`provisioning worker` in a consumer group, with a stable instance id (its transactional
+    id: restarting with the same one fences the previous producer)."""
+
+    def __init__(self, settings: Settings, log_dir: Path, group: str,
+                 instance_id: str | None = None, extra_args: tuple[str, ...] = ()) -> None:
+        self.group = group
+        self.instance_id = instance_id or f"w{uuid.uuid4().hex[:6]}"
+        super().__init__(settings, log_dir, ("worker", "--group", group, "--instance-id",
+                                             self.instance_id, *extra_args),
+                         name=self.instance_id)
 
 
 def wait_until(done: Callable[[], Any], timeout_s: float, what: str,

@@ -90,9 +90,9 @@ def stack(base_settings: Settings, kafka_admin: AdminClient, migrated: sa.Engine
     projector = ServiceProcess(settings, log_dir, ("projector", "--group", f"{group}-p")).start()
     api, url = start_api(settings, log_dir, signing_key)
     yield url
-    for process in (api, projector):
-        assert process.stop() == 0, process.log_text()[-3000:]
-    worker.stop()
+    codes = {process.args[0]: (process.stop(), process) for process in (api, projector, worker)}
+    for name, (code, process) in codes.items():
+        assert code == 0, f"{name} exited {code}: {process.log_text()[-3000:]}"
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import uuid
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from producers.client import partition_for
 from producers.commands import CommandPublisher
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout
@@ -54,28 +55,6 @@ def _tenant_command() -> dict:
     return {**EXAMPLES["ProvisionTenantRequest"], "requestId": str(uuid.uuid4())}
 
 
-def java_partition(key: bytes, partitions: int) -> int:
-    """Java's DefaultPartitioner for a keyed record: toPositive(murmur2(key)) % partitions."""
-    seed, m, r = 0x9747B28C, 0x5BD1E995, 24
-    length = len(key)
-    h = (seed ^ length) & 0xFFFFFFFF
-    for i in range(0, length - length % 4, 4):
-        k = int.from_bytes(key[i:i + 4], "little")
-        k = (k * m) & 0xFFFFFFFF
-        k ^= k >> r
-        k = (k * m) & 0xFFFFFFFF
-        h = ((h * m) & 0xFFFFFFFF) ^ k
-    tail = key[length - length % 4:]
-    for index in reversed(range(len(tail))):
-        h ^= tail[index] << (8 * index)
-    if tail:
-        h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 13
-    h = (h * m) & 0xFFFFFFFF
-    h ^= h >> 15
-    return (h & 0x7FFFFFFF) % partitions
-
-
 def test_published_command_is_consumed_and_decoded(
     settings: Settings, topics: TopicLayout, group_id: str
 ) -> None:
@@ -102,7 +81,7 @@ def test_published_command_is_consumed_and_decoded(
         assert headers["content-type"] == codec.CONTENT_TYPE.encode()
         assert headers["traceparent"].startswith(b"00-")
         # Same partition as a Java producer would choose for this requestId.
-        assert message.partition() == java_partition(message.key(), settings.topic_partitions)
+        assert message.partition() == partition_for(message.key(), settings.topic_partitions)
 
 
 def test_read_committed_sees_committed_transactions_only(

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -152,8 +152,9 @@ def test_the_projection_equals_the_state_topic(
                 publisher.publish("ProvisionTenantRequest", command)
         wait_until(lambda: finished_count(migrated, ids) == len(ids), 90, "all 30 projected")
     finally:
-        assert projector.stop() == 0, projector.log_text()[-2000:]
+        projector_exit = projector.stop()
         worker.stop()
+    assert projector_exit == 0, projector.log_text()[-2000:]
 
     states = latest_states(settings, topics.state)
     rows, _ = snapshot(migrated, ids)
@@ -202,6 +203,7 @@ def test_killing_the_projector_mid_batch_loses_nothing(
     worker = WorkerProcess(settings, tmp_path, group_id).start()
     args = ("projector", "--group", f"{group_id}-p", "--batch-size", "40")
     first = ServiceProcess(settings, tmp_path, args).start()
+    second = ServiceProcess(settings, tmp_path, args)
     try:
         with CommandPublisher(settings) as publisher:
             for command in commands:
@@ -209,11 +211,12 @@ def test_killing_the_projector_mid_batch_loses_nothing(
         wait_until(lambda: finished_count(migrated, ids) >= 30, 120, "30 requests projected")
         first.kill()
         at_kill = finished_count(migrated, ids)
-        second = ServiceProcess(settings, tmp_path, args).start()
+        second.start()
         wait_until(lambda: finished_count(migrated, ids) == len(ids), 180, "all 150 projected")
         assert second.stop() == 0, second.log_text()[-2000:]
     finally:
         first.kill()
+        second.kill()
         worker.stop()
     print(f"\nprojector killed with {at_kill}/150 requests projected")
 
