@@ -1,8 +1,11 @@
-"""Wiring of the worker process: settings, database, participants, signals."""
+"""Wiring of the worker process: settings, routing, database, participants, signals."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from consumer.participants.base import Participant, StepCall
+from consumer.routing import Routing, load_routing
 from consumer.worker import Worker, WorkerOptions
 from provisioning.logs import configure_logging
 from provisioning.settings import Settings
@@ -13,15 +16,30 @@ def run_worker(settings: Settings, options: WorkerOptions) -> int:
     from provisioning.database import create_engine
 
     configure_logging()
+    routing = load_routing(settings.routing_file)  # a bad file stops us here, before Kafka
     # One connection per concurrent step: a step never waits for the pool.
     engine = create_engine(settings, pool_size=options.step_concurrency, max_overflow=0)
-    builtin = BuiltinParticipant(engine)
-
-    def route(call: StepCall) -> Participant:
-        # Every step runs on the built-in registry until routing configuration exists.
-        return builtin
-
-    worker = Worker(settings, route, options)
+    route = synchronous_participants(routing, BuiltinParticipant(engine))
+    worker = Worker(settings, route, options, routing=routing)
     worker.install_signal_handlers()
     worker.run()
     return 0
+
+
+def synchronous_participants(routing: Routing, builtin: Participant
+                             ) -> Callable[[StepCall], Participant]:
+    """Who runs a step on the worker's thread pool: the built-in participant or an HTTP
+    service. (Kafka-routed steps never get here: the worker sends them as StepRequests.)"""
+    from consumer.participants.http import HttpParticipant
+
+    http: dict[tuple[str, str], Participant] = {}
+    for (workflow_type, step), route in routing.routes.items():
+        if route.kind == "http" and route.target is not None:
+            http[(workflow_type, step)] = HttpParticipant(
+                route.target, compensation_url=route.compensation_url,
+                timeout_s=route.http_timeout_s or 30.0)
+
+    def route(call: StepCall) -> Participant:
+        return http.get((call.workflow_type, call.step), builtin)
+
+    return route

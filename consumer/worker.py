@@ -34,6 +34,7 @@ from consumer.commands import InvalidCommand, to_start_command
 from consumer.dlq import dlq_headers, readable_request_id
 from consumer.kafka_clients import group_consumer, restore_consumer, transactional_producer
 from consumer.participants.base import Action, Outcome, Participant, StepCall
+from consumer.routing import Routing
 from consumer.state_store import TERMINAL, StateStore, restore_partition
 from consumer.steps import FinishedStep, StepRunner
 from consumer.timers import TimerQueue
@@ -84,9 +85,12 @@ class Worker:
         route: Callable[[StepCall], Participant],
         options: WorkerOptions = WorkerOptions(),
         clock: Callable[[], int] = lambda: int(time.time() * 1000),
+        routing: Routing | None = None,
     ) -> None:
         self.settings = settings
         self.options = options
+        # Which steps go out as StepRequests on Kafka, and the workflows with their overrides.
+        self.routing = routing or Routing.builtin()
         self.topics = TopicLayout(settings.topic_prefix)
         self.clock = clock
         self.store = StateStore()
@@ -236,7 +240,7 @@ class Worker:
     def _apply(self, partition: int, request_id: str, saga_input: Any) -> None:
         state = self.store.get(partition, request_id)
         now = self.clock()
-        new_state, effects = decide(state, saga_input, now)
+        new_state, effects = decide(state, saga_input, now, registry=self.routing.registry)
         self._perform(partition, request_id, effects)
         if new_state is not None and new_state is not state:
             self._watch_expiry(partition, new_state)
@@ -250,6 +254,10 @@ class Worker:
                 self.store.put(partition, effect.state)
             elif isinstance(effect, Reply):
                 self._reply(effect)
+            elif isinstance(effect, ExecuteStep | CompensateStep) and self._remote(effect):
+                # In this transaction: the participant sees the request only if the state
+                # that asked for it commits, and its reply comes back on step-replies.
+                self._request_step(effect)
             elif isinstance(effect, ExecuteStep | CompensateStep | SetTimer):
                 self.checkpoint.hold(partition, effect)
         self.checkpoint.transitions += 1
@@ -277,6 +285,28 @@ class Worker:
                 self.producer.poll(0.05)  # the local queue is full: let deliveries drain
             except KafkaException as exc:
                 raise TransactionAborted(f"producing to {topic}: {exc}") from exc
+
+    def _remote(self, effect: ExecuteStep | CompensateStep) -> str | None:
+        """The Kafka participant the step is routed to, if it is."""
+        route = self.routing.route_for(effect.workflow_type, effect.step)
+        return route.target if route.kind == "kafka" else None
+
+    def _request_step(self, effect: ExecuteStep | CompensateStep) -> None:
+        participant = self._remote(effect)
+        assert participant is not None
+        action = Action.COMPENSATE if isinstance(effect, CompensateStep) else Action.EXECUTE
+        request = {
+            "requestId": effect.request_id, "run": effect.run,
+            "workflowType": effect.workflow_type, "tenantId": effect.tenant_id,
+            "step": effect.step, "action": action.value, "attempt": effect.attempt,
+            "idempotencyKey": effect.idempotency_key, "params": dict(effect.params),
+            "deadline": effect.deadline_at, "replyTopic": self.topics.step_replies,
+            "occurredAt": self.clock(),
+        }
+        self._produce_raw(self.topics.step_requests(participant), {
+            "key": effect.request_id.encode(), "value": codec.encode("StepRequest", request),
+            "headers": codec.headers_for("StepRequest"),
+        })
 
     def _reply(self, effect: Reply) -> None:
         if not self._topic_exists(effect.reply_to):
@@ -328,6 +358,11 @@ class Worker:
 
     def _release(self, partition: int, effect: Any) -> None:
         if not self.store.owns(partition):
+            return
+        if isinstance(effect, ExecuteStep | CompensateStep) and self._remote(effect):
+            # Only `resume` gets here with a Kafka step: its StepRequest was committed with the
+            # state that asked for it, so the participant has it; the attempt timer covers a
+            # request that is lost anyway.
             return
         if isinstance(effect, SetTimer):
             self.timers.set(effect.fire_at, partition, TimerFired(
@@ -392,7 +427,7 @@ class Worker:
             if state.status in TERMINAL:
                 self._watch_expiry(partition, state)
                 continue
-            for effect in resume(state, now):
+            for effect in resume(state, now, registry=self.routing.registry):
                 self._release(partition, effect)
 
     def _rewind(self) -> None:
@@ -428,7 +463,8 @@ class Worker:
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient(self.settings.kafka_config(), logger=log)
-        specs = self.topics.specs(self.settings.topic_partitions)
+        specs = self.topics.specs(self.settings.topic_partitions,
+                                  participants=sorted(self.routing.kafka_participants()))
         metadata = admin.list_topics(timeout=10)
         missing = [s.name for s in specs if s.name not in metadata.topics]
         if missing:

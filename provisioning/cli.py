@@ -129,10 +129,13 @@ def _dev_env(args: argparse.Namespace, settings: Settings) -> int:
 def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
     from confluent_kafka.admin import AdminClient
 
+    from consumer.routing import load_routing
     from provisioning.topics import TopicLayout, create_topics
 
     layout = TopicLayout(args.prefix if args.prefix is not None else settings.topic_prefix)
-    specs = layout.specs(args.partitions or settings.topic_partitions)
+    # step-requests.<participant> for every participant the routing file sends steps to
+    participants = sorted(load_routing(settings.routing_file).kafka_participants())
+    specs = layout.specs(args.partitions or settings.topic_partitions, participants)
     report = create_topics(
         AdminClient(settings.kafka_config()), specs, settings.topic_replication_factor
     )

@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(12, ge=1, le=10_000)
     topic_replication_factor: int = Field(1, ge=1, le=10)
 
+    # --- Steps ----------------------------------------------------------------------------
+    routing_file: str | None = Field(
+        None, description="TOML file routing steps to built-in, kafka:<participant> or http(s) "
+        "adapters, with retry and deadline overrides (see consumer/routing.py)."
+    )
+
     # --- PostgreSQL -------------------------------------------------------------------
     database_url: SecretStr = Field(
         SecretStr("postgresql+psycopg://provisioning:provisioning-dev@127.0.0.1:15432/provisioning"),

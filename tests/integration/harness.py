@@ -88,12 +88,13 @@ class WorkerProcess(ServiceProcess):
     id: restarting with the same one fences the previous producer)."""
 
     def __init__(self, settings: Settings, log_dir: Path, group: str,
-                 instance_id: str | None = None, extra_args: tuple[str, ...] = ()) -> None:
+                 instance_id: str | None = None, extra_args: tuple[str, ...] = (),
+                 extra_env: dict[str, str] | None = None) -> None:
         self.group = group
         self.instance_id = instance_id or f"w{uuid.uuid4().hex[:6]}"
         super().__init__(settings, log_dir, ("worker", "--group", group, "--instance-id",
                                              self.instance_id, *extra_args),
-                         name=self.instance_id)
+                         extra_env=extra_env or {}, name=self.instance_id)
 
 
 def wait_until(done: Callable[[], Any], timeout_s: float, what: str,
