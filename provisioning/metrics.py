@@ -1,0 +1,73 @@
+"""The service's Prometheus metrics, all in one place, with the seed's meaning.
+
+Labels are bounded sets only: workflow type, step, status, topic, partition, consumer group.
+Never a tenant or a request id (unbounded cardinality): those go into the logs.
+Processes serve them with `provisioning.ops.serve_ops` on `--metrics-port`.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+REQUESTS = Counter(
+    "provisioning_requests", "Runs of provisioning requests started, by workflow type.",
+    ["workflow_type"])
+DURATION = Histogram(
+    "provisioning_duration_seconds",
+    "Time from a run's start to its end; status is success or failed.",
+    ["workflow_type", "status"], buckets=DURATION_BUCKETS)
+STEP_DURATION = Histogram(
+    "provisioning_step_duration_seconds",
+    "Time of one step attempt (or compensation attempt) from start to answer; status is "
+    "success, transient_failure, permanent_failure or timeout.",
+    ["workflow_type", "step", "status"], buckets=STEP_BUCKETS)
+RETRIES = Counter(
+    "provisioning_retries", "Step attempts that failed and will be tried again.",
+    ["workflow_type", "step"])
+FAILURES = Counter(
+    "provisioning_failures",
+    "Runs that failed, by the step that failed them (reasons are in the logs and the "
+    "projection: they are free text).", ["workflow_type", "failed_step"])
+COMPENSATIONS = Counter(
+    "provisioning_compensations", "Completed steps undone.", ["workflow_type", "step"])
+ACTIVE = Gauge(
+    "provisioning_active_workflows", "Sagas in progress or compensating on this process.",
+    ["workflow_type"])
+STUCK = Gauge(
+    "provisioning_stuck_workflows",
+    "Sagas on this process that have not changed for longer than the stuck threshold.",
+    ["workflow_type"])
+DLQ = Counter(
+    "provisioning_dlq_messages", "Commands sent to the dead-letter topic, by error class.",
+    ["error_class"])
+CONSUMER_LAG = Gauge(
+    "provisioning_consumer_lag", "Records behind the end of each assigned partition.",
+    ["group", "topic", "partition"])
+COMMIT_SECONDS = Histogram(
+    "provisioning_transaction_commit_seconds",
+    "Time to commit one worker transaction (offsets and produced records).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+PROJECTED = Counter(
+    "provisioning_projected_events", "Events written into the projection.", [])
+OPERATOR_ACTIONS = Counter(
+    "provisioning_operator_actions", "Operator actions applied, by action.", ["action"])
+
+ALL = (REQUESTS, DURATION, STEP_DURATION, RETRIES, FAILURES, COMPENSATIONS, ACTIVE, STUCK, DLQ,
+       CONSUMER_LAG, COMMIT_SECONDS, PROJECTED, OPERATOR_ACTIONS)
+
+
+def exported_names() -> set[str]:
+    """The series names Prometheus scrapes (counters get `_total`, histograms `_bucket`...)."""
+    names: set[str] = set()
+    for metric in ALL:
+        for family in metric.describe():
+            for suffix in _SUFFIXES[family.type]:
+                names.add(family.name + suffix)
+    return names
+
+
+_SUFFIXES = {"counter": ("_total",), "gauge": ("",),
+             "histogram": ("_bucket", "_sum", "_count")}
