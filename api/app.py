@@ -27,11 +27,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from api import problems
-from api.auth import READ, RETRY, SUBMIT, Caller, TokenVerifier, Unauthenticated
+from api.auth import OPERATE, READ, RETRY, SUBMIT, Caller, TokenVerifier, Unauthenticated
 from api.bodies import (
     Accepted,
     AuditEvent,
     AuditTrail,
+    OperatorRequest,
     RequestStatus,
     ResourceRequest,
     ServiceRequest,
@@ -47,6 +48,7 @@ from projection import store
 from projection.fold import RequestRow
 from provisioning.database import create_engine
 from provisioning.errors import TransientError
+from provisioning.ops import start_ops
 from provisioning.settings import Settings, get_settings
 from sagas import payload_hash
 
@@ -63,6 +65,17 @@ class Services:
         self.engine = create_engine(settings, pool_size=8, max_overflow=4)
         self.publisher = AsyncCommandPublisher(settings)
         self.finished = FinishedRequests(settings.database_url_plain()).start()
+        self.ops = start_ops(settings.metrics_port, self.readiness)
+
+    def readiness(self) -> tuple[bool, str]:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.OperationalError:
+            return False, "PostgreSQL does not answer"
+        if not self.finished.listening.is_set():
+            return False, "not listening for finished requests yet"
+        return True, "ready"
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(connection, *args)` in one transaction, off the event loop."""
@@ -76,6 +89,8 @@ class Services:
                           headers={"Retry-After": "2"}) from None
 
     def close(self) -> None:
+        if self.ops is not None:
+            self.ops.stop()
         self.finished.stop()
         self.publisher.close()
         self.engine.dispose()
@@ -107,6 +122,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.post(f"{PREFIX}/{workflow}", status_code=202, name=f"submit_{workflow}",
                  summary=f"Provision a {workflow}", response_model=Accepted | RequestStatus,
                  responses={200: {"model": RequestStatus}})(submit)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        return Response("ok\n", media_type="text/plain")
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(svc: ServicesDep) -> Response:
+        ready, why = await run_in_threadpool(svc.readiness)
+        return Response(why + "\n", status_code=200 if ready else 503, media_type="text/plain")
 
     for workflow, body_type in (("tenant", TenantRequest), ("service", ServiceRequest),
                                 ("user", UserRequest), ("resource", ResourceRequest)):
@@ -148,7 +172,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await svc.db(store.mark_retrying, row.request_id, datetime.now(UTC))
         return _accepted(request, row.request_id, "PENDING")
 
+    def operator_route(action: str, summary: str) -> None:
+        async def act(request_id: uuid.UUID, request: Request, who: CallerDep,
+                      svc: ServicesDep, body: OperatorRequest | None = None,
+                      x_tenant_id: TenantHeader = None) -> Accepted:
+            _require(who, OPERATE)
+            _check_tenant_header(who, x_tenant_id, required=True)
+            row = await _visible_row(svc, who, str(request_id))
+            allowed = OPERATOR_PRECONDITIONS[action]
+            if row.status not in allowed:
+                raise Problem(409, f"{action.lower()} needs a request that is "
+                                   f"{' or '.join(allowed)}; {row.request_id} is {row.status}",
+                              currentStatus=row.status)
+            command = {"requestId": row.request_id, "operator": who.subject,
+                       "action": action, "reason": body.reason if body else None,
+                       "requestedAt": _now_ms()}
+            await _publish(svc, "ProvisioningOperatorCommand", command, None)
+            return _accepted(request, row.request_id, row.status)
+
+        app.post(f"{PREFIX}/{{request_id}}/{action.lower()}", status_code=202,
+                 response_model=Accepted, summary=summary, name=f"operator_{action.lower()}",
+                 tags=["operators"])(act)
+
+    operator_route("CANCEL", "Cancel an in-flight request; what completed is compensated")
+    operator_route("RESUME", "Start a fresh attempt of the step a stuck request waits on")
     return app
+
+
+# What each operator action needs the request to be (the worker checks again, in order).
+OPERATOR_PRECONDITIONS = {
+    "CANCEL": ("PENDING", "IN_PROGRESS"),
+    "RESUME": ("PENDING", "IN_PROGRESS", "COMPENSATING"),
+}
 
 
 async def _caller(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None,
@@ -284,8 +339,9 @@ def _require(who: Caller, permission: str) -> None:
 
 
 def _visible(row: RequestRow, who: Caller) -> bool:
-    """A caller sees its tenant's requests, and the tenant provisionings it submitted."""
-    return who.tenant_id in (row.tenant_id, row.submitted_tenant_id)
+    """A caller sees its tenant's requests and the tenant provisionings it submitted; an
+    operator sees every request."""
+    return who.may(OPERATE) or who.tenant_id in (row.tenant_id, row.submitted_tenant_id)
 
 
 async def _visible_row(svc: Services, who: Caller, request_id: str) -> RequestRow:

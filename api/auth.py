@@ -20,6 +20,9 @@ from provisioning.settings import Settings
 SUBMIT = "provisioning:submit"
 READ = "provisioning:read"
 RETRY = "provisioning:retry"
+# Operators: cancel, resume and redrive, on any tenant's requests (their token's tenant is
+# their own; the actions are audited with their identity).
+OPERATE = "provisioning:operate"
 ALL_PERMISSIONS = (SUBMIT, READ, RETRY)
 TENANT_CLAIM = "tenant_id"
 

@@ -103,3 +103,9 @@ class AuditEvent(BaseModel):
 class AuditTrail(BaseModel):
     requestId: str
     events: list[AuditEvent]
+
+
+class OperatorRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[str, Field(min_length=1, max_length=1000)] | None = None

@@ -8,6 +8,7 @@ from consumer.participants.base import Participant, StepCall
 from consumer.routing import Routing, load_routing
 from consumer.worker import Worker, WorkerOptions
 from provisioning.logs import configure_logging
+from provisioning.ops import start_ops
 from provisioning.settings import Settings
 
 
@@ -22,7 +23,12 @@ def run_worker(settings: Settings, options: WorkerOptions) -> int:
     route = synchronous_participants(routing, BuiltinParticipant(engine))
     worker = Worker(settings, route, options, routing=routing)
     worker.install_signal_handlers()
-    worker.run()
+    ops = start_ops(settings.metrics_port, worker.readiness)
+    try:
+        worker.run()
+    finally:
+        if ops is not None:
+            ops.stop()
     return 0
 
 

@@ -18,6 +18,8 @@ transaction is committed and the partition's state, timers and late results are 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import logging
 import signal
 import socket
@@ -33,12 +35,15 @@ from consumer.checkpoint import Checkpoint, ProducerFenced, TransactionAborted
 from consumer.commands import InvalidCommand, to_start_command
 from consumer.dlq import dlq_headers, readable_request_id
 from consumer.kafka_clients import group_consumer, restore_consumer, transactional_producer
+from consumer.observe import SagaObserver
 from consumer.participants.base import Action, Outcome, Participant, StepCall
 from consumer.routing import Routing
 from consumer.state_store import TERMINAL, StateStore, restore_partition
 from consumer.steps import FinishedStep, StepRunner
 from consumer.timers import TimerQueue
+from provisioning import metrics
 from provisioning.errors import CodecError, ConfigurationError
+from provisioning.ops import lag_from_statistics
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout, verify_copartitioning
 from sagas import (
@@ -46,6 +51,9 @@ from sagas import (
     CompensationResult,
     EmitEvent,
     ExecuteStep,
+    OperatorCancel,
+    OperatorResume,
+    OperatorRetry,
     PersistState,
     ProvisioningRejected,
     Reply,
@@ -71,6 +79,7 @@ class WorkerOptions:
     step_concurrency: int = 32
     idempotency_window_ms: int = 7 * 24 * 3600 * 1000
     poll_batch: int = 500
+    stuck_after_ms: int = 15 * 60 * 1000  # a running saga unchanged this long counts as stuck
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,12 +109,17 @@ class Worker:
         self._paused = False
         self._stopping = False
         self._reply_topics: dict[str, bool] = {}
-        self.consumer: Consumer = group_consumer(settings, options.group_id)
+        self.observer = SagaObserver()
+        self.ready = False  # set once the first assignment is restored
+        self.consumer: Consumer = group_consumer(
+            settings, options.group_id, stats_cb=self._statistics,
+            **{"statistics.interval.ms": 5000})
         self.producer: Producer = transactional_producer(
             settings, f"{options.group_id}-{options.instance_id}"
         )
         self.checkpoint = Checkpoint(self.producer, self.consumer)
         self._restorer = restore_consumer(settings)
+        self._export_gauges()
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -190,6 +204,9 @@ class Worker:
     def _handle_command(self, message: Message) -> None:
         try:
             decoded = codec.decode(message.value() or b"")
+            if decoded.record_name == "ProvisioningOperatorCommand":
+                self._handle_operator_command(message, decoded.value)
+                return
             command = to_start_command(decoded.record_name, decoded.value)
             if message.key() != command.request_id.encode():
                 raise InvalidCommand(
@@ -198,7 +215,30 @@ class Worker:
         except (CodecError, InvalidCommand) as exc:
             self._dead_letter(message, exc)
             return
+        trace_parent = _header(message, "traceparent")
+        if trace_parent:
+            command = dataclasses.replace(command, trace_parent=trace_parent)
         self._apply(message.partition(), command.request_id, command)
+
+    def _handle_operator_command(self, message: Message, value: dict[str, Any]) -> None:
+        """An operator's CANCEL, RETRY or RESUME, in order with the saga's other inputs."""
+        request_id = str(value["requestId"])
+        if message.key() != request_id.encode():
+            raise InvalidCommand(f"key {message.key()!r} is not the requestId {request_id}")
+        if self.store.get(message.partition(), request_id) is None:
+            raise InvalidCommand(f"no saga {request_id} to {value['action'].lower()} "
+                                 "(unknown, or expired after its idempotency window)")
+        operator, reason = value["operator"], value.get("reason")
+        inputs = {
+            "CANCEL": lambda: OperatorCancel(request_id=request_id, operator=operator,
+                                             reason=reason or "no reason given"),
+            "RETRY": lambda: OperatorRetry(request_id=request_id, operator=operator),
+            "RESUME": lambda: OperatorResume(request_id=request_id, operator=operator,
+                                             reason=reason),
+        }
+        if value["action"] not in inputs:
+            raise InvalidCommand(f"operator action {value['action']} is not supported")
+        self._apply(message.partition(), request_id, inputs[value["action"]]())
 
     def _handle_reply(self, message: Message) -> None:
         try:
@@ -246,9 +286,16 @@ class Worker:
             self._watch_expiry(partition, new_state)
 
     def _perform(self, partition: int, request_id: str, effects: Iterable[Any]) -> None:
+        effects = tuple(effects)
+        after = next((e.state for e in effects if isinstance(e, PersistState)), None)
+        saga = after or self.store.get(partition, request_id)
+        trace_parent = saga.trace_parent if saga is not None else None
+        self.observer.transition((e.event for e in effects if isinstance(e, EmitEvent)), after)
         for effect in effects:
             if isinstance(effect, EmitEvent):
-                self._produce(self.topics.events, request_id, effect.event)
+                self._produce(self.topics.events, request_id, effect.event,
+                              headers=codec.headers_for(type(effect.event).__name__,
+                                                        trace_parent))
             elif isinstance(effect, PersistState):
                 self._produce(self.topics.state, request_id, effect.state, partition=partition)
                 self.store.put(partition, effect.state)
@@ -257,7 +304,7 @@ class Worker:
             elif isinstance(effect, ExecuteStep | CompensateStep) and self._remote(effect):
                 # In this transaction: the participant sees the request only if the state
                 # that asked for it commits, and its reply comes back on step-replies.
-                self._request_step(effect)
+                self._request_step(effect, trace_parent)
             elif isinstance(effect, ExecuteStep | CompensateStep | SetTimer):
                 self.checkpoint.hold(partition, effect)
         self.checkpoint.transitions += 1
@@ -269,7 +316,7 @@ class Worker:
         produce_kwargs: dict[str, Any] = {
             "key": key.encode(),
             "value": wire.encode(obj),
-            "headers": codec.headers_for(record_name),
+            "headers": kwargs.pop("headers", None) or codec.headers_for(record_name),
             **kwargs,
         }
         if partition is not None:
@@ -291,7 +338,8 @@ class Worker:
         route = self.routing.route_for(effect.workflow_type, effect.step)
         return route.target if route.kind == "kafka" else None
 
-    def _request_step(self, effect: ExecuteStep | CompensateStep) -> None:
+    def _request_step(self, effect: ExecuteStep | CompensateStep,
+                      trace_parent: str | None) -> None:
         participant = self._remote(effect)
         assert participant is not None
         action = Action.COMPENSATE if isinstance(effect, CompensateStep) else Action.EXECUTE
@@ -305,7 +353,7 @@ class Worker:
         }
         self._produce_raw(self.topics.step_requests(participant), {
             "key": effect.request_id.encode(), "value": codec.encode("StepRequest", request),
-            "headers": codec.headers_for("StepRequest"),
+            "headers": codec.headers_for("StepRequest", trace_parent),
         })
 
     def _reply(self, effect: Reply) -> None:
@@ -330,6 +378,7 @@ class Worker:
 
     def _dead_letter(self, message: Message, error: Exception) -> None:
         now = self.clock()
+        metrics.DLQ.labels(type(error).__name__).inc()
         log.warning("command sent to DLQ", extra={"reason": str(error),
                                                   "partition": message.partition(),
                                                   "offset": message.offset()})
@@ -352,7 +401,9 @@ class Worker:
     def _commit(self) -> None:
         if not self.checkpoint.open:
             return
+        started = time.perf_counter()
         released = self.checkpoint.commit()
+        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         for partition, effect in released:
             self._release(partition, effect)
 
@@ -397,6 +448,7 @@ class Worker:
         numbers = sorted({tp.partition for tp in partitions if tp.topic == self.topics.commands})
         for number in numbers:
             self._restore(number)
+        self.ready = True
         log.info("partitions assigned", extra={"partitions": numbers})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -413,6 +465,7 @@ class Worker:
 
     def _forget(self, numbers: set[int]) -> None:
         for number in numbers:
+            self.observer.forget(s.request_id for s in self.store.states(number))
             self.store.drop(number)
             self._generation[number] = self._generation.get(number, 0) + 1
         self.timers.drop_partitions(numbers)
@@ -459,6 +512,35 @@ class Worker:
             self.consumer.resume(command_partitions)
             self._paused = False
 
+    # --- what operators see -------------------------------------------------------------------
+
+    def _export_gauges(self) -> None:
+        """Active and stuck sagas per workflow type, computed when Prometheus scrapes."""
+        for workflow_type in sorted({w.type for w in self.routing.registry}):
+            metrics.ACTIVE.labels(workflow_type).set_function(
+                lambda wt=workflow_type: self._count_running(wt, stuck_only=False))
+            metrics.STUCK.labels(workflow_type).set_function(
+                lambda wt=workflow_type: self._count_running(wt, stuck_only=True))
+
+    def _count_running(self, workflow_type: str, stuck_only: bool) -> int:
+        stuck_before = self.clock() - self.options.stuck_after_ms
+        count = 0
+        for partition in list(self.store.partitions()):
+            for state in list(self.store.states(partition)):
+                if (state.workflow_type == workflow_type and state.is_running
+                        and (not stuck_only or state.updated_at < stuck_before)):
+                    count += 1
+        return count
+
+    def _statistics(self, stats_json: str) -> None:
+        assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        lag_from_statistics(json.loads(stats_json), self.options.group_id, assigned)
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.ready:
+            return False, "waiting for partitions to be assigned and restored"
+        return True, f"owns partitions {self.store.partitions()}"
+
     def _check_topics(self) -> None:
         from confluent_kafka.admin import AdminClient
 
@@ -499,6 +581,13 @@ def _step_call(effect: ExecuteStep | CompensateStep, action: Action) -> StepCall
         idempotency_key=effect.idempotency_key, params=dict(effect.params),
         deadline_at=effect.deadline_at,
     )
+
+
+def _header(message: Message, name: str) -> str | None:
+    for key, value in message.headers() or []:
+        if key == name and value:
+            return value.decode("ascii", "replace")
+    return None
 
 
 def _delivery_failed(error: Any, message: Message) -> None:

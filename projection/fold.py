@@ -192,5 +192,6 @@ _CHANGES = {
     "ProvisioningSucceeded": _succeeded,
     "ProvisioningFailedEvent": _failed,
     "ProvisioningRejected": _rejected,
+    "ProvisioningOperatorAction": _no_change,  # audit only: its effects are their own events
 }
 EVENT_TYPES = frozenset(_CHANGES)

@@ -17,6 +17,7 @@ event is skipped however long the outage lasts.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import threading
@@ -36,7 +37,9 @@ from tenacity import (
 from consumer.kafka_clients import group_consumer
 from projection import fold, store
 from projection.fold import Event
+from provisioning import metrics
 from provisioning.errors import CodecError, TransientError
+from provisioning.ops import lag_from_statistics, start_ops
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout
 from schemas import codec
@@ -58,7 +61,9 @@ class Projector:
         self._engine = engine
         self._options = options
         self._topic = TopicLayout(settings.topic_prefix).events
-        self._consumer: Consumer = group_consumer(settings, options.group)
+        self._consumer: Consumer = group_consumer(
+            settings, options.group, stats_cb=self._statistics,
+            **{"statistics.interval.ms": 5000})
         self._stopping = threading.Event()
         self.undecodable = 0
 
@@ -92,7 +97,20 @@ class Projector:
             self._rewind(messages)
             return None
         self._commit(messages)
+        metrics.PROJECTED.inc(result.audited)
         return result
+
+    def readiness(self) -> tuple[bool, str]:
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        except sa.exc.OperationalError:
+            return False, "PostgreSQL does not answer"
+        return True, "projecting"
+
+    def _statistics(self, stats_json: str) -> None:
+        assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        lag_from_statistics(json.loads(stats_json), self._options.group, assigned)
 
     def _write(self, batch: Sequence[Event]) -> store.BatchResult:
         retrying = Retrying(
@@ -164,6 +182,11 @@ def run_projector(settings: Settings, options: ProjectorOptions) -> int:
     engine = create_engine(settings, pool_size=2, max_overflow=0)
     projector = Projector(settings, engine, options)
     projector.install_signal_handlers()
-    projector.run()
-    engine.dispose()
+    ops = start_ops(settings.metrics_port, projector.readiness)
+    try:
+        projector.run()
+    finally:
+        if ops is not None:
+            ops.stop()
+        engine.dispose()
     return 0

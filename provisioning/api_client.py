@@ -49,6 +49,11 @@ class ApiClient:
     def retry(self, request_id: str) -> dict[str, Any]:
         return self._call("POST", f"{PREFIX}/{request_id}/retry")
 
+    def operate(self, request_id: str, action: str, reason: str | None) -> dict[str, Any]:
+        """An operator's cancel or resume (needs the provisioning:operate permission)."""
+        return self._call("POST", f"{PREFIX}/{request_id}/{action}",
+                          json={"reason": reason} if reason else None)
+
     def _call(self, method: str, path: str, read_timeout: float = 0, **kwargs: Any
               ) -> dict[str, Any]:
         timeout = httpx.Timeout(self._http.timeout.read + read_timeout, connect=5.0)

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from provisioning.errors import ProvisioningError
 from provisioning.settings import Settings, get_settings
 
+METRICS_HELP = "serve /metrics, /healthz, /readyz here (default: PROVISIONING_METRICS_PORT)"
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
@@ -24,8 +26,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from provisioning.devservices import DevServiceError
 
+    settings = get_settings()
+    if getattr(args, "metrics_port", None) is not None:
+        settings = settings.model_copy(update={"metrics_port": args.metrics_port})
     try:
-        return handler(args, get_settings())
+        return handler(args, settings)
     except (ProvisioningError, DevServiceError) as exc:
         print(f"provisioning: {exc}", file=sys.stderr)
         return 2
@@ -67,6 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-in-flight", type=int, default=10_000)
     worker.add_argument("--step-concurrency", type=int, default=32)
     worker.add_argument("--idempotency-window-s", type=int, default=7 * 24 * 3600)
+    worker.add_argument("--metrics-port", type=int, help=METRICS_HELP)
     worker.set_defaults(handler=_worker)
 
     db = commands.add_parser("db", help="the service's database")
@@ -76,11 +82,13 @@ def _parser() -> argparse.ArgumentParser:
     projector = commands.add_parser("projector", help="project the events topic into Postgres")
     projector.add_argument("--group", default="provisioning-projector", help="consumer group id")
     projector.add_argument("--batch-size", type=int, default=500)
+    projector.add_argument("--metrics-port", type=int, help=METRICS_HELP)
     projector.set_defaults(handler=_projector)
 
     api = commands.add_parser("api", help="serve the REST API")
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, help="default: PROVISIONING_DEV_API_PORT (18080)")
+    api.add_argument("--metrics-port", type=int, help=METRICS_HELP)
     api.set_defaults(handler=_api)
 
     from provisioning.requests_cli import add_commands

@@ -57,6 +57,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         _connection_options(command)
         command.set_defaults(handler=handler)
 
+    for name, text in [
+        ("cancel", "operators: cancel an in-flight request (what completed is compensated)"),
+        ("resume", "operators: a fresh attempt of the step a stuck request waits on"),
+    ]:
+        command = commands.add_parser(name, help=text)
+        command.add_argument("request_id")
+        command.add_argument("--reason", help="why (recorded in the request's audit trail)")
+        _connection_options(command)
+        command.set_defaults(handler=_operate, action=name)
+
     token = commands.add_parser("token", help="print a development token (local signing key)")
     token.add_argument("--subject", required=True, help="the caller's identity (sub)")
     token.add_argument("--tenant", required=True, help="the caller's tenant (tenant_id)")
@@ -111,6 +121,17 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
         _print_json(answer)
     else:
         Console().print(f"retrying [bold]{answer['requestId']}[/] ({answer['status']})")
+    return 0
+
+
+def _operate(args: argparse.Namespace, settings: Settings) -> int:
+    answer = _client(args, settings).operate(args.request_id, args.action, args.reason)
+    if args.json:
+        _print_json(answer)
+    else:
+        Console().print(f"{args.action} of [bold]{answer['requestId']}[/] sent "
+                        f"(was {answer['status']}); follow it with: "
+                        f"provisioning events {answer['requestId']}")
     return 0
 
 

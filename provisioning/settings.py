@@ -52,6 +52,12 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(12, ge=1, le=10_000)
     topic_replication_factor: int = Field(1, ge=1, le=10)
 
+    # --- Operations -------------------------------------------------------------------------
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535,
+        description="Port of /metrics, /healthz and /readyz (unset: not served).",
+    )
+
     # --- Steps ----------------------------------------------------------------------------
     routing_file: str | None = Field(
         None, description="TOML file routing steps to built-in, kafka:<participant> or http(s) "

@@ -50,10 +50,11 @@ from sagas.effects import (
     ProvisioningResponse,
     ProvisioningStarted,
 )
-from sagas.events import ProvisioningRejected
+from sagas.events import ProvisioningOperatorAction, ProvisioningRejected
 from sagas.inputs import (
     CompensationResult,
     OperatorCancel,
+    OperatorResume,
     OperatorRetry,
     Outcome,
     SagaInput,
@@ -131,6 +132,7 @@ def _on_command(t: Transition, command: StartCommand, registry: WorkflowRegistry
         payload_hash=command_hash,
         requested_by=command.requested_by,
         reply_to=command.reply_to,
+        trace_parent=command.trace_parent,
     )
 
 
@@ -291,6 +293,7 @@ def _on_operator_retry(
 ) -> None:
     if state.status is not Status.FAILED:
         return
+    t.emit(ProvisioningOperatorAction, operator=retry.operator, action="RETRY", reason=None)
     start_run(
         t, registry.latest(state.workflow_type),
         request_id=state.request_id,
@@ -301,6 +304,7 @@ def _on_operator_retry(
         payload_hash=state.payload_hash,
         requested_by=retry.operator,
         reply_to=state.reply_to,
+        trace_parent=state.trace_parent,
     )
 
 
@@ -313,11 +317,33 @@ def _on_operator_cancel(
 ) -> None:
     if state.status is not Status.IN_PROGRESS or state.current_step is None:
         return
+    t.emit(ProvisioningOperatorAction, operator=cancel.operator, action="CANCEL",
+           reason=cancel.reason)
     # The step under way is abandoned (its late result will be stale); what completed is undone.
     fail_step_for_good(
         t, workflow, state.current_step, state.current_attempt,
         f"cancelled by {cancel.operator}: {cancel.reason}", transient=False,
     )
+
+
+def _on_operator_resume(
+    t: Transition,
+    state: SagaState,
+    resume_: OperatorResume,
+    workflow: Workflow,
+    _: WorkflowRegistry,
+) -> None:
+    """A fresh attempt of what the saga waits on, now: the same idempotency key, so a
+    participant that did the work already answers with its first result."""
+    if not state.is_running or state.current_step is None:
+        return
+    t.emit(ProvisioningOperatorAction, operator=resume_.operator, action="RESUME",
+           reason=resume_.reason)
+    step = workflow.step(state.current_step)
+    if state.status is Status.COMPENSATING:
+        start_compensation(t, step, state.current_attempt + 1)
+    else:
+        start_step(t, step, state.current_attempt + 1)
 
 
 _HANDLERS: dict[type, Callable[[Transition, SagaState, Any, Workflow, WorkflowRegistry], None]] = {
@@ -326,6 +352,7 @@ _HANDLERS: dict[type, Callable[[Transition, SagaState, Any, Workflow, WorkflowRe
     TimerFired: _on_timer,
     OperatorRetry: _on_operator_retry,
     OperatorCancel: _on_operator_cancel,
+    OperatorResume: _on_operator_resume,
 }
 
 

@@ -35,6 +35,7 @@ class ProvisioningRequested(SagaEvent):
     payload_hash: str
     params: FrozenMap[str, str] = EMPTY
     reply_to: str | None = None
+    trace_parent: str | None = None
 
     def __post_init__(self) -> None:
         freeze_fields(self, "params")
@@ -118,6 +119,16 @@ class ProvisioningRejected(SagaEvent):
     code: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProvisioningOperatorAction(SagaEvent):
+    """An operator acted on the saga (CANCEL, RETRY, RESUME): the audit record of who and why.
+    The action's effects follow as the usual events."""
+
+    operator: str
+    action: str
+    reason: str | None = None
+
+
 Event = (
     ProvisioningRequested
     | ProvisioningStepStarted
@@ -129,6 +140,7 @@ Event = (
     | ProvisioningStepCompensated
     | ProvisioningCompensationFailed
     | ProvisioningRejected
+    | ProvisioningOperatorAction
 )
 
 TERMINAL_EVENTS = (ProvisioningSucceeded, ProvisioningFailedEvent)

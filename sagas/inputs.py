@@ -36,6 +36,7 @@ class StartCommand:
     params: FrozenMap[str, str] = EMPTY
     requested_by: str
     reply_to: str | None = None
+    trace_parent: str | None = None  # W3C traceparent of the command, kept for every event
 
     def __post_init__(self) -> None:
         freeze_fields(self, "params")
@@ -87,6 +88,16 @@ class OperatorCancel:
     reason: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperatorResume:
+    """Start a fresh attempt of the step (or compensation) the saga waits on, now."""
+
+    request_id: str
+    operator: str
+    reason: str | None = None
+
+
 SagaInput = (
     StartCommand | StepResult | CompensationResult | TimerFired | OperatorRetry | OperatorCancel
+    | OperatorResume
 )

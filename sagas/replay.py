@@ -17,6 +17,7 @@ from sagas.events import (
     ProvisioningCompensationFailed,
     ProvisioningCompensationStarted,
     ProvisioningFailedEvent,
+    ProvisioningOperatorAction,
     ProvisioningRejected,
     ProvisioningRequested,
     ProvisioningStepCompensated,
@@ -80,6 +81,7 @@ def _requested(e: ProvisioningRequested) -> SagaState:
         outputs=EMPTY,
         requested_by=e.requested_by,
         reply_to=e.reply_to,
+        trace_parent=e.trace_parent,
         started_at=e.occurred_at,
         updated_at=e.occurred_at,
     )
@@ -198,4 +200,6 @@ _EVOLVE: dict[type, Callable[[SagaState, Any], SagaState]] = {
     ProvisioningCompensationFailed: _compensation_failed,
     ProvisioningSucceeded: _succeeded,
     ProvisioningFailedEvent: _failed,
+    # The audit record of an operator's action; its effects follow as their own events.
+    ProvisioningOperatorAction: lambda state, e: _after(state, e),
 }

@@ -63,6 +63,7 @@ class SagaState:
     compensation_attempts: FrozenMap[str, int] = EMPTY  # compensation attempts per step
     # Steps whose compensation failed for good: skipped, their effect may remain.
     compensation_failed_steps: tuple[str, ...] = ()
+    trace_parent: str | None = None  # of the command that started the run
 
     def __post_init__(self) -> None:
         freeze_fields(self, "params", "outputs", "attempts", "compensation_attempts")

@@ -108,6 +108,7 @@ def start_run(
     payload_hash: str,
     requested_by: str,
     reply_to: str | None,
+    trace_parent: str | None = None,
 ) -> None:
     t.record(ProvisioningRequested(
         request_id=request_id,
@@ -121,6 +122,7 @@ def start_run(
         payload_hash=payload_hash,
         params=FrozenMap(params),
         reply_to=reply_to,
+        trace_parent=trace_parent,
     ))
     t.reply(reply_to, ProvisioningStarted(request_id=request_id, run=run, occurred_at=t.now))
     start_step(t, workflow.first_step, attempt=1)

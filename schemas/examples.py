@@ -22,6 +22,8 @@ _EVENT = {
     "tenantId": TENANT_ID,
 }
 
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
 EXAMPLES: dict[str, dict[str, Any]] = {
     "ProvisionTenantRequest": {
         "requestId": REQUEST_ID,
@@ -90,6 +92,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "payloadHash": "9c1185a5c5e9fc54612808977ee8f548b2258d31aa0fd1d9f1e5bd6b0f8a35e3",
         "params": {"entityId": "entity-42", "subscriptionPlan": "BUSINESS"},
         "replyTo": "entity-management.provisioning-replies",
+        "traceParent": TRACEPARENT,
     },
     "ProvisioningStepStarted": {
         **_EVENT,
@@ -167,6 +170,22 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "reason": "requestId already used with other parameters",
         "code": "conflict",
     },
+    "ProvisioningOperatorAction": {
+        **_EVENT,
+        "tenantId": TENANT_ID,
+        "sequence": 12,
+        "occurredAt": T0 + 95_000,
+        "operator": "ops-ada",
+        "action": "CANCEL",
+        "reason": "customer withdrew the order",
+    },
+    "ProvisioningOperatorCommand": {
+        "requestId": REQUEST_ID,
+        "operator": "ops-ada",
+        "action": "CANCEL",
+        "reason": "customer withdrew the order",
+        "requestedAt": T0 + 94_000,
+    },
     "SagaState": {
         "requestId": REQUEST_ID,
         "workflowType": "tenant",
@@ -200,6 +219,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "failedStep": None,
         "reason": None,
         "resourceId": None,
+        "traceParent": TRACEPARENT,
         "startedAt": T0 + 12,
         "updatedAt": T0 + 1_300,
         "finishedAt": None,

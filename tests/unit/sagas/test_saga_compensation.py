@@ -10,6 +10,7 @@ from sagas import (
     CompensateStep,
     ExecuteStep,
     OperatorCancel,
+    OperatorResume,
     Outcome,
     ProvisioningCompensationFailed,
     ProvisioningCompensationStarted,
@@ -158,7 +159,10 @@ def test_an_operator_cancel_compensates_what_completed() -> None:
     trace = drive(OperatorCancel(request_id="req-1", operator="alice", reason="wrong plan"),
                   state=running, at=running.updated_at + 5)
 
-    assert trace.event_names[:2] == ["ProvisioningStepFailed", "ProvisioningCompensationStarted"]
+    assert trace.event_names[:3] == ["ProvisioningOperatorAction", "ProvisioningStepFailed",
+                                     "ProvisioningCompensationStarted"]
+    audit = trace.events[0]
+    assert (audit.operator, audit.action, audit.reason) == ("alice", "CANCEL", "wrong plan")
     assert trace.steps_in(ProvisioningStepCompensated) == ["create-tenant"]
     state = trace.saga
     assert state.status is Status.FAILED
@@ -189,3 +193,18 @@ def test_the_failed_step_is_not_called_again_while_compensating() -> None:
 
     calls = [c.step for c in trace.of(ExecuteStep)]
     assert calls == ["validate-entity", "create-tenant", "setup-billing"]
+
+
+def test_an_operator_resume_starts_a_fresh_attempt_of_the_waiting_step() -> None:
+    started = drive(command("tenant"), Script({"setup-billing": silence()}))
+    waiting = next(t.after for t in started.turns if t.after.current_step == "setup-billing")
+    trace = drive(OperatorResume(request_id="req-1", operator="bob", reason="billing is back"),
+                  state=waiting, at=waiting.updated_at + 5)
+
+    audit, restarted = trace.events[:2]
+    assert (audit.operator, audit.action, audit.reason) == ("bob", "RESUME", "billing is back")
+    assert (restarted.step, restarted.attempt) == ("setup-billing", waiting.current_attempt + 1)
+    assert trace.saga.status is Status.COMPLETED  # the script answers the fresh attempt
+    finished = trace.saga
+    assert decide(finished, OperatorResume(request_id="req-1", operator="bob"),
+                  finished.updated_at + 1) == (finished, ())

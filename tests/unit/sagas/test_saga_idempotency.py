@@ -158,7 +158,8 @@ def test_an_operator_retry_of_a_failed_request_starts_the_next_run() -> None:
     trace = drive(OperatorRetry(request_id="req-1", operator="alice"), state=state,
                   at=T0 + 300_000)
 
-    requested = trace.events[0]
+    audit, requested = trace.events[:2]
+    assert (audit.operator, audit.action, audit.run) == ("alice", "RETRY", 1)
     assert (requested.run, requested.requested_by) == (2, "alice")
     assert requested.params == state.params and requested.payload_hash == state.payload_hash
     assert requested.reply_to == "replies"

@@ -27,6 +27,8 @@ CONTRACT = frozenset(
         "ProvisioningCompleted",
         "ProvisioningFailed",
         "ProvisioningRequested",
+        "ProvisioningOperatorAction",
+        "ProvisioningOperatorCommand",
         "ProvisioningStepStarted",
         "ProvisioningStepCompleted",
         "ProvisioningStepFailed",

@@ -27,7 +27,8 @@ EVENTS = [
     "ProvisioningStepFailed", "ProvisioningSucceeded", "ProvisioningFailedEvent",
     "ProvisioningStepCompensated", "ProvisioningCompensationFailed", "ProvisioningRejected",
 ]
-SHARED = {"BillingInfo", "SubscriptionPlan", "SlaTier", "ResourceType", "StepAction", "StepOutcome"}
+SHARED = {"BillingInfo", "SubscriptionPlan", "SlaTier", "ResourceType", "StepAction", "StepOutcome",
+          "OperatorAction"}
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])

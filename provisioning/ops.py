@@ -1,0 +1,90 @@
+"""`/metrics`, `/healthz` and `/readyz` for every process, on `--metrics-port`.
+
+- `/healthz`: the process is alive (the serving thread answers).
+- `/readyz`: the process can do its work: the `readiness` callable says whether (and why not);
+  a worker is ready once it has partitions assigned and restored, a projector or the API once
+  its database answers.
+- `/metrics`: the Prometheus text format of the process's registry.
+
+A plain `http.server` on its own thread: scrapes and probes never wait for the poll loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+Readiness = Callable[[], tuple[bool, str]]
+log = logging.getLogger("provisioning.ops")
+
+
+class OpsServer:
+    def __init__(self, port: int, readiness: Readiness, host: str = "0.0.0.0") -> None:
+        self._readiness = readiness
+        self._server = ThreadingHTTPServer((host, port), self._handler())
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+
+    def start(self) -> OpsServer:
+        threading.Thread(target=self._server.serve_forever, name="ops", daemon=True).start()
+        log.info("serving /metrics, /healthz, /readyz", extra={"port": self.port})
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        readiness = self._readiness
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                elif path == "/healthz":
+                    self._send(200, b"ok\n")
+                elif path == "/readyz":
+                    try:
+                        ready, why = readiness()
+                    except Exception as exc:  # noqa: BLE001 - a probe must answer, not crash
+                        ready, why = False, f"readiness check failed: {type(exc).__name__}"
+                    self._send(200 if ready else 503, (why + "\n").encode())
+                else:
+                    self._send(404, b"not found\n")
+
+            def _send(self, status: int, body: bytes,
+                      content_type: str = "text/plain; charset=utf-8") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass  # probes every few seconds would drown the log
+
+        return Handler
+
+
+def start_ops(port: int | None, readiness: Readiness) -> OpsServer | None:
+    """Serve on `port` when one is configured (0 picks a free one)."""
+    return None if port is None else OpsServer(port, readiness).start()
+
+
+def lag_from_statistics(stats: dict, group: str, assigned: set[tuple[str, int]]) -> None:
+    """librdkafka's statistics (JSON every `statistics.interval.ms`) into the lag gauge."""
+    from provisioning.metrics import CONSUMER_LAG
+
+    for topic, topic_stats in stats.get("topics", {}).items():
+        for partition, p in topic_stats.get("partitions", {}).items():
+            number = int(partition)
+            if number < 0 or (topic, number) not in assigned:
+                continue
+            lag = p.get("consumer_lag_stored", p.get("consumer_lag", -1))
+            if lag is not None and lag >= 0:
+                CONSUMER_LAG.labels(group, topic, str(number)).set(lag)
