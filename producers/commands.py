@@ -24,6 +24,8 @@ COMMAND_RECORDS = frozenset(
         "ProvisionServiceRequest",
         "ProvisionUserRequest",
         "ProvisionResourceRequest",
+        # An operator's cancel, retry or resume of a request travels the same way.
+        "ProvisioningOperatorCommand",
     }
 )
 
