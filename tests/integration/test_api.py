@@ -31,6 +31,15 @@ from provisioning.topics import TopicLayout, create_topics
 PREFIX = "/api/v1/provisioning"
 PROBLEM = "application/problem+json"
 Token = Callable[..., str]
+# Service requests wait at set-rate-limits (a participant that never answers, 60 s per
+# attempt), so operators have an in-flight request to act on; other workflows run built-in.
+SILENT = "rate-limits-silent"
+ROUTING = f"""
+[steps."service.set-rate-limits"]
+adapter = "kafka:{SILENT}"
+attempt_timeout_s = 60
+deadline_s = 600
+"""
 
 
 def free_port() -> int:
@@ -83,10 +92,13 @@ def stack(base_settings: Settings, kafka_admin: AdminClient, migrated: sa.Engine
     """Worker, projector and API on a topic prefix of this module; yields the API's URL."""
     settings = base_settings.model_copy(
         update={"topic_prefix": f"{base_settings.topic_prefix}.api{uuid.uuid4().hex[:8]}"})
-    create_topics(kafka_admin, TopicLayout(settings.topic_prefix).specs(3))
+    create_topics(kafka_admin, TopicLayout(settings.topic_prefix).specs(3, [SILENT]))
     log_dir = tmp_path_factory.mktemp("stack")
+    routing = log_dir / "routing.toml"
+    routing.write_text(ROUTING)
     group = f"api-{uuid.uuid4().hex[:8]}"
-    worker = WorkerProcess(settings, log_dir, group).start()
+    worker = WorkerProcess(settings, log_dir, group,
+                           extra_env={"PROVISIONING_ROUTING_FILE": str(routing)}).start()
     projector = ServiceProcess(settings, log_dir, ("projector", "--group", f"{group}-p")).start()
     api, url = start_api(settings, log_dir, signing_key)
     yield url
@@ -365,6 +377,47 @@ def test_an_accepted_request_is_visible_at_once_as_pending(
             assert waited.status_code == 202 and waited.json()["status"] == "PENDING"
     finally:
         assert api.stop() == 0, api.log_text()[-3000:]
+
+
+# --- operators -----------------------------------------------------------------------------------
+
+
+def test_an_operator_cancels_an_in_flight_request_through_the_api(
+    client: httpx.Client, token: Token, migrated: sa.Engine
+) -> None:
+    tenant = new_tenant(client, token, migrated)
+    owner = auth(token(tenant=tenant), tenant)
+    service = client.post(f"{PREFIX}/service", headers=owner,
+                          json={"serviceName": "CartService", "slaTier": "GOLD"}).json()
+    request_id = service["requestId"]
+
+    def waiting() -> bool:
+        status = client.get(f"{PREFIX}/{request_id}/status", headers=owner).json()
+        return status["currentStep"] == "set-rate-limits"
+
+    wait_until(waiting, 30, "the service request waiting at set-rate-limits")
+    url = f"{PREFIX}/{request_id}/cancel"
+    assert_problem(client.post(url, headers=owner, json={"reason": "x"}), 403,
+                   "provisioning:operate")
+
+    operator = auth(token(subject="ops-grace", tenant="platform-ops",
+                          permissions=("provisioning:operate", "provisioning:read")),
+                    "platform-ops")
+    accepted = client.post(url, headers=operator, json={"reason": "wrong tier"})
+    assert accepted.status_code == 202, accepted.text
+
+    def failed() -> dict | None:
+        status = client.get(f"{PREFIX}/{request_id}/status", headers=owner).json()
+        return status if status["status"] == "FAILED" else None
+
+    status = wait_until(failed, 30, "the cancelled request failing")
+    assert status["reason"] == "cancelled by ops-grace: wrong tier"
+    assert status["compensatedSteps"] == ["init-resources", "create-subscription"]
+    trail = client.get(f"{PREFIX}/{request_id}/events", headers=operator).json()["events"]
+    audit = [e for e in trail if e["type"] == "ProvisioningOperatorAction"]
+    assert audit[0]["details"] == {"operator": "ops-grace", "action": "CANCEL",
+                                   "reason": "wrong tier"}
+    assert_problem(client.post(url, headers=operator), 409, "is FAILED")
 
 
 # --- the CLI, against the same API ---------------------------------------------------------------
