@@ -18,6 +18,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/provisioning dev up
+	$(BIN)/provisioning dev tools
 	$(LOCAL_ENV); $(BIN)/pytest $(PYTEST_ARGS)
 
 $(STAMP): pyproject.toml

@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
         ("down", _dev_down, "stop both"),
         ("status", _dev_status, "tell what runs where"),
         ("env", _dev_env, "print shell exports for the local services"),
+        ("tools", _dev_tools, "build the tools the tests need (helm, with go install)"),
     ]:
         dev_commands.add_parser(name, help=text).set_defaults(handler=handler)
 
@@ -131,6 +132,13 @@ def _dev_status(args: argparse.Namespace, settings: Settings) -> int:
 def _dev_env(args: argparse.Namespace, settings: Settings) -> int:
     for key, value in _dev_services(settings).env().items():
         print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def _dev_tools(args: argparse.Namespace, settings: Settings) -> int:
+    from provisioning.devservices.tools import ensure_helm
+
+    print(f"helm      {ensure_helm()}")
     return 0
 
 
