@@ -4,9 +4,12 @@ A `Checkpoint` is one Kafka transaction holding many saga transitions (never one
 What happens, in order, and why:
 
 1. While the transaction is open, every transition produces its records into it as it happens:
-   events (`provisioning.events`), the saga's state snapshot (`provisioning.state`), seed
-   replies (the command's `replyTo`) and DLQ records. None is visible to read_committed
-   readers yet.
+   events (`provisioning.events`), step requests of Kafka participants, seed replies (the
+   command's `replyTo`) and DLQ records. A saga's state snapshot (`provisioning.state`) is
+   kept back and only its last version in the transaction is produced, just before step 3:
+   the topic is compacted and restore reads only the latest, so intermediate snapshots would
+   be written for nothing (a saga often moves several steps within one transaction). None of
+   it is visible to read_committed readers yet.
 2. The side effects a transition asks for — starting a step or a compensation, arming a timer —
    are *held* in the checkpoint, not started.
 3. `commit()`: `send_offsets_to_transaction` with the next offsets of every command and

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 from provisioning import metrics
@@ -48,7 +49,7 @@ class SagaObserver:
     # --- per event ----------------------------------------------------------------------------
 
     def _requested(self, e: ProvisioningRequested, state: SagaState | None) -> None:
-        metrics.REQUESTS.labels(e.workflow_type).inc()
+        _child(metrics.REQUESTS, e.workflow_type).inc()
         _log("provisioning started", e, run=e.run, requested_by=e.requested_by)
 
     def _step_started(self, e: ProvisioningStepStarted, state: SagaState | None) -> None:
@@ -64,7 +65,7 @@ class SagaObserver:
         status = "transient_failure" if e.transient else "permanent_failure"
         duration = self._attempt_ended(e, e.step, e.attempt, False, status)
         if e.next_retry_at is not None:
-            metrics.RETRIES.labels(e.workflow_type, e.step).inc()
+            _child(metrics.RETRIES, e.workflow_type, e.step).inc()
         _log("step failed", e, level=logging.WARNING, step=e.step, attempt=e.attempt,
              duration_ms=duration, outcome=status, reason=e.reason,
              will_retry=e.next_retry_at is not None)
@@ -77,7 +78,7 @@ class SagaObserver:
 
     def _compensated(self, e: ProvisioningStepCompensated, state: SagaState | None) -> None:
         self._attempt_ended(e, e.step, e.attempt, True, None)
-        metrics.COMPENSATIONS.labels(e.workflow_type, e.step).inc()
+        _child(metrics.COMPENSATIONS, e.workflow_type, e.step).inc()
         _log("step compensated", e, step=e.step, attempt=e.attempt, outcome="compensated")
 
     def _compensation_failed(self, e: ProvisioningCompensationFailed,
@@ -90,15 +91,15 @@ class SagaObserver:
     def _succeeded(self, e: ProvisioningSucceeded, state: SagaState | None) -> None:
         duration = _run_duration_ms(e, state)
         if duration is not None:
-            metrics.DURATION.labels(e.workflow_type, "success").observe(duration / 1000)
+            _child(metrics.DURATION, e.workflow_type, "success").observe(duration / 1000)
         _log("provisioning succeeded", e, duration_ms=duration, outcome="success",
              resource_id=e.resource_id)
 
     def _failed(self, e: ProvisioningFailedEvent, state: SagaState | None) -> None:
         duration = _run_duration_ms(e, state)
         if duration is not None:
-            metrics.DURATION.labels(e.workflow_type, "failed").observe(duration / 1000)
-        metrics.FAILURES.labels(e.workflow_type, e.failed_step or "none").inc()
+            _child(metrics.DURATION, e.workflow_type, "failed").observe(duration / 1000)
+        _child(metrics.FAILURES, e.workflow_type, e.failed_step or "none").inc()
         _log("provisioning failed", e, level=logging.WARNING, duration_ms=duration,
              outcome="failed", failed_step=e.failed_step, reason=e.reason)
 
@@ -107,7 +108,7 @@ class SagaObserver:
              reason=e.reason)
 
     def _operator(self, e: ProvisioningOperatorAction, state: SagaState | None) -> None:
-        metrics.OPERATOR_ACTIONS.labels(e.action).inc()
+        _child(metrics.OPERATOR_ACTIONS, e.action).inc()
         _log("operator action", e, operator=e.operator, action=e.action, reason=e.reason)
 
     def _attempt_ended(self, e: Any, step: str, attempt: int, compensating: bool,
@@ -117,7 +118,7 @@ class SagaObserver:
             return None  # started before this worker restored the saga
         duration = max(0, e.occurred_at - started)
         if status is not None:
-            metrics.STEP_DURATION.labels(e.workflow_type, step, status).observe(duration / 1000)
+            _child(metrics.STEP_DURATION, e.workflow_type, step, status).observe(duration / 1000)
         return duration
 
     def forget(self, request_ids: Iterable[str]) -> None:
@@ -125,6 +126,12 @@ class SagaObserver:
         gone = set(request_ids)
         for key in [k for k in self._started if k[0] in gone]:
             del self._started[key]
+
+
+@lru_cache(maxsize=4096)
+def _child(metric: Any, *labels: str) -> Any:
+    """The labelled child of a metric, looked up once: labels() is costly per event."""
+    return metric.labels(*labels)
 
 
 def _run_duration_ms(e: Any, state: SagaState | None) -> int | None:

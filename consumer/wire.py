@@ -27,7 +27,13 @@ def camel(name: str) -> str:
 
 def to_record(obj: Any) -> dict[str, Any]:
     """A saga dataclass as the datum of its Avro record."""
-    return {camel(f.name): _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    return {key: _plain(getattr(obj, name)) for name, key in _field_keys(type(obj))}
+
+
+@cache
+def _field_keys(cls: type) -> tuple[tuple[str, str], ...]:
+    """(field, record key) pairs of a dataclass, worked out once per type: encoding is hot."""
+    return tuple((f.name, camel(f.name)) for f in dataclasses.fields(cls))
 
 
 def encode(obj: Any) -> bytes:
@@ -47,6 +53,8 @@ def from_record(cls: type[T], record: Mapping[str, Any]) -> T:
 
 
 def _plain(value: Any) -> Any:
+    if value is None or type(value) in (str, int, float, bool):
+        return value  # most fields: nothing to convert
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, Mapping):

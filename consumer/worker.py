@@ -109,6 +109,8 @@ class Worker:
         self._paused = False
         self._stopping = False
         self._reply_topics: dict[str, bool] = {}
+        # State snapshots of this transaction, the last per saga (see checkpoint step 1).
+        self._snapshots: dict[tuple[int, str], SagaState] = {}
         self.observer = SagaObserver()
         self.ready = False  # set once the first assignment is restored
         self.consumer: Consumer = group_consumer(
@@ -297,7 +299,8 @@ class Worker:
                               headers=codec.headers_for(type(effect.event).__name__,
                                                         trace_parent))
             elif isinstance(effect, PersistState):
-                self._produce(self.topics.state, request_id, effect.state, partition=partition)
+                # Written at commit: only the saga's last state of the transaction matters.
+                self._snapshots[(partition, request_id)] = effect.state
                 self.store.put(partition, effect.state)
             elif isinstance(effect, Reply):
                 self._reply(effect)
@@ -402,10 +405,16 @@ class Worker:
         if not self.checkpoint.open:
             return
         started = time.perf_counter()
+        self._write_snapshots()
         released = self.checkpoint.commit()
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         for partition, effect in released:
             self._release(partition, effect)
+
+    def _write_snapshots(self) -> None:
+        snapshots, self._snapshots = self._snapshots, {}
+        for (partition, request_id), state in snapshots.items():
+            self._produce(self.topics.state, request_id, state, partition=partition)
 
     def _release(self, partition: int, effect: Any) -> None:
         if not self.store.owns(partition):
@@ -437,6 +446,7 @@ class Worker:
             return
         if state.finished_at + self.options.idempotency_window_ms > now:
             return
+        self._snapshots.pop((partition, request_id), None)
         self._produce_raw(self.topics.state, {"key": request_id.encode(), "value": None,
                                               "partition": partition})
         self.store.remove(partition, request_id)
@@ -464,6 +474,7 @@ class Worker:
         self._forget({tp.partition for tp in partitions})
 
     def _forget(self, numbers: set[int]) -> None:
+        self._snapshots = {k: v for k, v in self._snapshots.items() if k[0] not in numbers}
         for number in numbers:
             self.observer.forget(s.request_id for s in self.store.states(number))
             self.store.drop(number)

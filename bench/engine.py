@@ -1,0 +1,238 @@
+"""The engine under load: N tenant sagas (five steps each) through real worker processes.
+
+Commands are published as fast as the producer goes (full load) or at a fixed rate; the run
+ends when every saga's `ProvisioningSucceeded` has been read (read_committed) from the events
+topic. Latency is command produced -> success consumed, per saga. CPU and peak RSS come from
+/proc of the worker processes.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from producers.commands import producer_config
+from provisioning.settings import Settings
+from provisioning.topics import TopicLayout, create_topics
+from schemas import codec
+
+ROOT = Path(__file__).resolve().parents[1]
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Workers:
+    settings: Settings
+    participants: str
+    count: int
+    group: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}")
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def start(self) -> Workers:
+        for i in range(self.count):
+            self.processes.append(self.spawn(f"w{i}"))
+        return self
+
+    def spawn(self, instance: str) -> subprocess.Popen:
+        env = {**os.environ, **environment(self.settings)}
+        return subprocess.Popen(
+            [sys.executable, "-m", "bench.worker_main", "--participants", self.participants,
+             "--group", self.group, "--instance", instance],
+            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def usage(self) -> tuple[float, float]:
+        """CPU seconds used and the largest peak RSS (MiB) of the live worker processes."""
+        cpu, rss = 0.0, 0.0
+        for process in self.processes:
+            try:
+                fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cpu += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+                status = Path(f"/proc/{process.pid}/status").read_text()
+                peak = next(int(line.split()[1]) for line in status.splitlines()
+                            if line.startswith("VmHWM:"))
+                rss = max(rss, peak / 1024)
+            except (FileNotFoundError, ProcessLookupError, StopIteration):
+                continue
+        return cpu, rss
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    return {
+        "PROVISIONING_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "PROVISIONING_DATABASE_URL": settings.database_url_plain(),
+        "PROVISIONING_TOPIC_PREFIX": settings.topic_prefix,
+        "PROVISIONING_TOPIC_PARTITIONS": str(settings.topic_partitions),
+    }
+
+
+def fresh_settings(base: Settings, name: str) -> Settings:
+    """Topics of this run only, so runs never read each other's records."""
+    prefix = f"bench.{name}.{uuid.uuid4().hex[:8]}"
+    settings = base.model_copy(update={"topic_prefix": prefix})
+    create_topics(AdminClient(settings.kafka_config()),
+                  TopicLayout(prefix).specs(settings.topic_partitions))
+    return settings
+
+
+def tenant_commands(n: int, run: str) -> list[dict[str, Any]]:
+    now = int(time.time() * 1000)
+    return [{
+        "requestId": str(uuid.uuid4()), "requestedBy": f"bench-{run}",
+        "replyTo": None, "requestedAt": now, "entityId": f"bench-{run}-{i}",
+        "tenantName": None, "subscriptionPlan": "STARTER",
+        "billingInfo": {"accountName": "Bench", "billingEmail": "bench@example.com",
+                        "currency": "EUR", "paymentMethod": None},
+    } for i in range(n)]
+
+
+def register_entities(engine: sa.Engine, commands: list[dict[str, Any]]) -> None:
+    rows = [{"id": uuid.uuid4(), "external_id": c["entityId"], "name": c["entityId"]}
+            for c in commands]
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO entities (id, external_id, name) "
+                             "VALUES (:id, :external_id, :name) ON CONFLICT DO NOTHING"), rows)
+
+
+class SuccessReader:
+    """Reads the events topic read_committed and notes when each saga's success arrives."""
+
+    def __init__(self, settings: Settings) -> None:
+        topic = TopicLayout(settings.topic_prefix).events
+        self.consumer = Consumer({
+            **settings.kafka_config(), "group.id": f"bench-reader-{uuid.uuid4().hex[:6]}",
+            "isolation.level": "read_committed", "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        })
+        self.consumer.assign([TopicPartition(topic, p, 0)
+                              for p in range(settings.topic_partitions)])
+        self.done: dict[str, float] = {}
+        self.failed: set[str] = set()
+        self.events = 0
+
+    def poll(self, timeout_s: float = 0.05) -> None:
+        for message in self.consumer.consume(5000, timeout_s):
+            if message.error() or message.value() is None:
+                continue
+            self.events += 1
+            name = dict(message.headers() or []).get("event-type", b"").decode()
+            if name == "ProvisioningSucceeded":
+                self.done.setdefault(message.key().decode(), time.time())
+            elif name == "ProvisioningFailedEvent":
+                self.failed.add(message.key().decode())
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def publish(settings: Settings, commands: list[dict[str, Any]], rate: float | None,
+            reader: SuccessReader) -> dict[str, float]:
+    """Produce the commands (at `rate` per second, or flat out); when each was sent."""
+    producer = Producer({**producer_config(settings), "linger.ms": 5})
+    topic = TopicLayout(settings.topic_prefix).commands
+    sent: dict[str, float] = {}
+    started = time.time()
+    for i, command in enumerate(commands):
+        if rate:
+            wait = started + i / rate - time.time()
+            if wait > 0:
+                reader.poll(min(wait, 0.05))
+                while time.time() < started + i / rate:
+                    time.sleep(0.0005)
+        sent[command["requestId"]] = time.time()
+        producer.produce(topic, key=command["requestId"].encode(),
+                         value=codec.encode("ProvisionTenantRequest", command),
+                         headers=codec.headers_for("ProvisionTenantRequest"))
+        producer.poll(0)
+        if i % 2000 == 0:
+            reader.poll(0)
+    producer.flush(60)
+    return sent
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50": float("nan"), "p95": float("nan"), "p99": float("nan")}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99)}
+
+
+def warm_up(settings: Settings, reader: SuccessReader, engine: sa.Engine | None,
+            timeout_s: float = 60) -> None:
+    """One saga end to end, so the workers are assigned and restored before timing starts."""
+    commands = tenant_commands(1, f"warm{uuid.uuid4().hex[:6]}")
+    if engine is not None:
+        register_entities(engine, commands)
+    publish(settings, commands, None, reader)
+    deadline = time.time() + timeout_s
+    while commands[0]["requestId"] not in reader.done:
+        if time.time() > deadline:
+            raise RuntimeError("the workers did not finish a first saga within "
+                               f"{timeout_s:.0f} s (see `provisioning worker` logs)")
+        reader.poll(0.1)
+
+
+def run_engine(base: Settings, n: int, *, workers: int = 1, participants: str = "noop",
+               rate: float | None = None, engine: sa.Engine | None = None,
+               timeout_s: float = 600) -> dict[str, Any]:
+    settings = fresh_settings(base, f"{participants}{workers}")
+    pool = Workers(settings, participants, workers).start()
+    reader = SuccessReader(settings)
+    try:
+        db = engine if participants == "postgres" else None
+        warm_up(settings, reader, db)
+        commands = tenant_commands(n, uuid.uuid4().hex[:8])
+        if db is not None:
+            register_entities(db, commands)
+        cpu_before, _ = pool.usage()
+        events_before = reader.events
+        started = time.time()
+        sent = publish(settings, commands, rate, reader)
+        deadline = started + timeout_s
+        ids = list(sent)
+        while sum(1 for i in ids if i in reader.done or i in reader.failed) < len(ids):
+            if time.time() > deadline:
+                break
+            reader.poll()
+        finished = max((reader.done.get(i, 0.0) for i in ids), default=time.time())
+        elapsed = max(1e-6, finished - started)
+        cpu_after, rss = pool.usage()
+        latencies = [(reader.done[i] - sent[i]) * 1000 for i in ids if i in reader.done]
+        completed = len(latencies)
+        return {
+            "sagas": n, "completed": completed, "failed": len(reader.failed & set(ids)),
+            "workers": workers, "participants": participants,
+            "offered_rate": rate, "seconds": round(elapsed, 2),
+            "sagas_per_s": round(completed / elapsed, 1),
+            "events_per_s": round((reader.events - events_before) / elapsed, 1),
+            "cpu_s_per_1000_sagas": round((cpu_after - cpu_before) / max(1, completed) * 1000,
+                                          2),
+            "peak_rss_mb": round(rss, 1),
+            "latency_ms": percentiles(latencies),
+        }
+    finally:
+        reader.close()
+        pool.stop()
