@@ -35,6 +35,7 @@ class Workers:
     settings: Settings
     participants: str
     count: int
+    static_membership: bool = False
     group: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}")
     processes: list[subprocess.Popen] = field(default_factory=list)
 
@@ -47,7 +48,8 @@ class Workers:
         env = {**os.environ, **environment(self.settings)}
         return subprocess.Popen(
             [sys.executable, "-m", "bench.worker_main", "--participants", self.participants,
-             "--group", self.group, "--instance", instance],
+             "--group", self.group, "--instance", instance,
+             *(["--static-membership"] if self.static_membership else [])],
             env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def usage(self) -> tuple[float, float]:

@@ -33,6 +33,7 @@ def main() -> None:
     parser.add_argument("--group", required=True)
     parser.add_argument("--instance", required=True)
     parser.add_argument("--step-concurrency", type=int, default=32)
+    parser.add_argument("--static-membership", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     settings = Settings()
@@ -45,7 +46,8 @@ def main() -> None:
         participant = BuiltinParticipant(create_engine(
             settings, pool_size=args.step_concurrency, max_overflow=0))
     options = WorkerOptions(group_id=args.group, instance_id=args.instance,
-                            step_concurrency=args.step_concurrency, max_in_flight=50_000)
+                            step_concurrency=args.step_concurrency, max_in_flight=50_000,
+                            static_membership=args.static_membership)
     worker = Worker(settings, lambda call: participant, options)
     worker.install_signal_handlers()
     worker.run()

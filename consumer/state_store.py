@@ -24,6 +24,27 @@ log = logging.getLogger(__name__)
 TERMINAL = frozenset({Status.COMPLETED, Status.FAILED})
 
 
+# Headers on every state record, so a restore can tell a finished saga from a running one
+# without decoding it: most restored states are finished sagas kept for idempotency, and
+# decoding them all would make a restore as slow as the Avro decoder.
+STATUS_HEADER = "saga-status"
+FINISHED_AT_HEADER = "saga-finished-at"
+
+
+@dataclass(frozen=True, slots=True)
+class Parked:
+    """A finished saga's snapshot, kept encoded until something asks for it."""
+
+    value: bytes
+    finished_at: int
+
+
+def snapshot_headers(state: SagaState) -> list[tuple[str, bytes]]:
+    if state.status in TERMINAL and state.finished_at is not None:
+        return [(STATUS_HEADER, b"terminal"), (FINISHED_AT_HEADER, str(state.finished_at).encode())]
+    return [(STATUS_HEADER, b"running")]
+
+
 @dataclass(frozen=True, slots=True)
 class RestoreReport:
     partition: int
@@ -33,9 +54,10 @@ class RestoreReport:
 
 
 class StateStore:
-    def __init__(self) -> None:
-        self._partitions: dict[int, dict[str, SagaState]] = {}
+    def __init__(self, decode: Callable[[bytes], SagaState] | None = None) -> None:
+        self._partitions: dict[int, dict[str, SagaState | Parked]] = {}
         self._in_flight = 0
+        self._decode = decode
 
     @property
     def in_flight(self) -> int:
@@ -49,7 +71,12 @@ class StateStore:
         return list(self._partitions)
 
     def get(self, partition: int, request_id: str) -> SagaState | None:
-        return self._partitions[partition].get(request_id)
+        states = self._partitions[partition]
+        state = states.get(request_id)
+        if isinstance(state, Parked):
+            assert self._decode is not None, "a store with parked states needs a decoder"
+            state = states[request_id] = self._decode(state.value)
+        return state
 
     def put(self, partition: int, state: SagaState) -> None:
         states = self._partitions[partition]
@@ -61,7 +88,7 @@ class StateStore:
         previous = self._partitions[partition].pop(request_id, None)
         self._in_flight -= _active(previous)
 
-    def adopt(self, partition: int, states: dict[str, SagaState]) -> None:
+    def adopt(self, partition: int, states: dict[str, SagaState | Parked]) -> None:
         self.drop(partition)
         self._partitions[partition] = states
         self._in_flight += sum(_active(s) for s in states.values())
@@ -70,12 +97,19 @@ class StateStore:
         states = self._partitions.pop(partition, {})
         self._in_flight -= sum(_active(s) for s in states.values())
 
-    def states(self, partition: int) -> Iterator[SagaState]:
+    def states(self, partition: int) -> Iterator[SagaState | Parked]:
         return iter(list(self._partitions[partition].values()))
 
+    def running(self, partition: int) -> Iterator[SagaState]:
+        return (s for s in self.states(partition)
+                if isinstance(s, SagaState) and s.status not in TERMINAL)
 
-def _active(state: SagaState | None) -> int:
-    return int(state is not None and state.status not in TERMINAL)
+    def request_ids(self, partition: int) -> list[str]:
+        return list(self._partitions.get(partition, {}))
+
+
+def _active(state: SagaState | Parked | None) -> int:
+    return int(isinstance(state, SagaState) and state.status not in TERMINAL)
 
 
 def restore_partition(
@@ -84,7 +118,7 @@ def restore_partition(
     partition: int,
     decode: Callable[[bytes], SagaState],
     timeout_s: float = 120.0,
-) -> tuple[dict[str, SagaState], RestoreReport]:
+) -> tuple[dict[str, SagaState | Parked], RestoreReport]:
     """Read one state partition to its end; the latest record per key wins, tombstones delete."""
     started = time.perf_counter()
     tp = TopicPartition(topic, partition)
@@ -92,7 +126,7 @@ def restore_partition(
         low, end = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
     except KafkaException as exc:
         raise TransientError(f"reading watermarks of {topic}[{partition}]: {exc}") from exc
-    states: dict[str, SagaState] = {}
+    states: dict[str, SagaState | Parked] = {}
     records = 0
     if end > low:
         consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
@@ -108,27 +142,38 @@ def _read_to(
     consumer: Consumer,
     tp: TopicPartition,
     end: int,
-    states: dict[str, SagaState],
+    states: dict[str, SagaState | Parked],
     decode: Callable[[bytes], SagaState],
     deadline: float,
 ) -> int:
     records = 0
+    latest: dict[str, tuple[bytes, list | None]] = {}
     while True:
-        for message in consumer.consume(num_messages=5000, timeout=0.2):
+        # A short timeout: consume() waits for the whole batch or the timeout, and the last
+        # batch of a partition is rarely whole.
+        for message in consumer.consume(num_messages=5000, timeout=0.02):
             if message.error():
                 raise TransientError(f"restoring {tp.topic}[{tp.partition}]: {message.error()}")
             records += 1
             key = message.key().decode()
             value = message.value()
             if value is None:
-                states.pop(key, None)
+                latest.pop(key, None)
             else:
-                states[key] = decode(value)
+                latest[key] = (value, message.headers())
         # Transaction markers occupy offsets but are never delivered: ask the position.
         position = consumer.position([tp])[0].offset
         if position >= end:
-            return records
+            break
         if time.monotonic() > deadline:
             raise TransientError(
                 f"restoring {tp.topic}[{tp.partition}] did not reach offset {end} in time"
             )
+    # Only the last record per key counts; finished sagas stay encoded until asked for.
+    for key, (value, headers) in latest.items():
+        found = dict(headers or ())
+        if found.get(STATUS_HEADER) == b"terminal" and FINISHED_AT_HEADER in found:
+            states[key] = Parked(value, int(found[FINISHED_AT_HEADER]))
+        else:
+            states[key] = decode(value)
+    return records

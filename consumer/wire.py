@@ -43,13 +43,35 @@ def encode(obj: Any) -> bytes:
 
 def from_record(cls: type[T], record: Mapping[str, Any]) -> T:
     """A saga dataclass from a decoded Avro record (fields missing in old records default)."""
-    hints = _hints(cls)
     values = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        key = camel(f.name)
+    for name, key, convert in _converters(cls):
         if key in record:
-            values[f.name] = _typed(hints[f.name], record[key])
+            value = record[key]
+            values[name] = None if value is None else convert(value)
     return cls(**values)
+
+
+@cache
+def _converters(cls: type) -> tuple[tuple[str, str, Any], ...]:
+    """Per field: its name, its record key and the function that types a decoded value, worked
+    out once per class (restoring thousands of states made the per-value lookups dominate)."""
+    hints = _hints(cls)
+    return tuple((f.name, camel(f.name), _converter(hints[f.name]))
+                 for f in dataclasses.fields(cls))
+
+
+def _converter(hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _converter(inner[0]) if len(inner) == 1 else _identity
+    if hint in (str, int, float, bool, typing.Any):
+        return _identity
+    return lambda value: _typed(hint, value)
+
+
+def _identity(value: Any) -> Any:
+    return value
 
 
 def _plain(value: Any) -> Any:

@@ -38,7 +38,13 @@ from consumer.kafka_clients import group_consumer, restore_consumer, transaction
 from consumer.observe import SagaObserver
 from consumer.participants.base import Action, Outcome, Participant, StepCall
 from consumer.routing import Routing
-from consumer.state_store import TERMINAL, StateStore, restore_partition
+from consumer.state_store import (
+    TERMINAL,
+    Parked,
+    StateStore,
+    restore_partition,
+    snapshot_headers,
+)
 from consumer.steps import FinishedStep, StepRunner
 from consumer.timers import TimerQueue
 from provisioning import metrics
@@ -80,6 +86,10 @@ class WorkerOptions:
     idempotency_window_ms: int = 7 * 24 * 3600 * 1000
     poll_batch: int = 500
     stuck_after_ms: int = 15 * 60 * 1000  # a running saga unchanged this long counts as stuck
+    # Static group membership (`group.instance.id` = instance id): a worker restarted under
+    # the same id (a StatefulSet pod) gets its partitions back at once, without a rebalance;
+    # a worker that leaves for good is only replaced after the session timeout.
+    static_membership: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +112,7 @@ class Worker:
         self.routing = routing or Routing.builtin()
         self.topics = TopicLayout(settings.topic_prefix)
         self.clock = clock
-        self.store = StateStore()
+        self.store = StateStore(decode=_decode_state)
         self.timers = TimerQueue()
         self.steps = StepRunner(route, options.step_concurrency)
         self._generation: dict[int, int] = {}
@@ -113,9 +123,11 @@ class Worker:
         self._snapshots: dict[tuple[int, str], SagaState] = {}
         self.observer = SagaObserver()
         self.ready = False  # set once the first assignment is restored
+        membership = ({"group.instance.id": f"{options.group_id}-{options.instance_id}"}
+                      if options.static_membership else {})
         self.consumer: Consumer = group_consumer(
             settings, options.group_id, stats_cb=self._statistics,
-            **{"statistics.interval.ms": 5000})
+            **{"statistics.interval.ms": 5000, **membership})
         self.producer: Producer = transactional_producer(
             settings, f"{options.group_id}-{options.instance_id}"
         )
@@ -414,7 +426,8 @@ class Worker:
     def _write_snapshots(self) -> None:
         snapshots, self._snapshots = self._snapshots, {}
         for (partition, request_id), state in snapshots.items():
-            self._produce(self.topics.state, request_id, state, partition=partition)
+            self._produce(self.topics.state, request_id, state, partition=partition,
+                          headers=codec.headers_for("SagaState") + snapshot_headers(state))
 
     def _release(self, partition: int, effect: Any) -> None:
         if not self.store.owns(partition):
@@ -476,7 +489,7 @@ class Worker:
     def _forget(self, numbers: set[int]) -> None:
         self._snapshots = {k: v for k, v in self._snapshots.items() if k[0] not in numbers}
         for number in numbers:
-            self.observer.forget(s.request_id for s in self.store.states(number))
+            self.observer.forget(self.store.request_ids(number))
             self.store.drop(number)
             self._generation[number] = self._generation.get(number, 0) + 1
         self.timers.drop_partitions(numbers)
@@ -487,7 +500,11 @@ class Worker:
                                       _decode_state)
         self.store.adopt(partition, states)
         now = self.clock()
-        for state in states.values():
+        for request_id, state in states.items():
+            if isinstance(state, Parked):
+                expires_at = state.finished_at + self.options.idempotency_window_ms
+                self.timers.set(expires_at, partition, _Expire(request_id))
+                continue
             if state.status in TERMINAL:
                 self._watch_expiry(partition, state)
                 continue
@@ -537,8 +554,8 @@ class Worker:
         stuck_before = self.clock() - self.options.stuck_after_ms
         count = 0
         for partition in list(self.store.partitions()):
-            for state in list(self.store.states(partition)):
-                if (state.workflow_type == workflow_type and state.is_running
+            for state in list(self.store.running(partition)):
+                if (state.workflow_type == workflow_type
                         and (not stuck_only or state.updated_at < stuck_before)):
                     count += 1
         return count

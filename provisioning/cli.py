@@ -73,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-in-flight", type=int, default=10_000)
     worker.add_argument("--step-concurrency", type=int, default=32)
     worker.add_argument("--idempotency-window-s", type=int, default=7 * 24 * 3600)
+    worker.add_argument("--static-membership", action="store_true",
+                        help="keep partitions across a restart under the same --instance-id")
     worker.add_argument("--metrics-port", type=int, help=METRICS_HELP)
     worker.set_defaults(handler=_worker)
 
@@ -180,6 +182,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         max_in_flight=args.max_in_flight,
         step_concurrency=args.step_concurrency,
         idempotency_window_ms=args.idempotency_window_s * 1000,
+        static_membership=args.static_membership,
     )
     return run_worker(settings, options)
 
