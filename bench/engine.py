@@ -132,7 +132,10 @@ class SuccessReader:
         self.events = 0
 
     def poll(self, timeout_s: float = 0.05) -> None:
-        for message in self.consumer.consume(5000, timeout_s):
+        first = self.consumer.poll(timeout_s)  # returns at the first record, unlike consume()
+        if first is None:
+            return
+        for message in [first, *self.consumer.consume(5000, 0)]:
             if message.error() or message.value() is None:
                 continue
             self.events += 1

@@ -10,6 +10,7 @@ import argparse
 import shlex
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from provisioning.errors import ProvisioningError
 from provisioning.settings import Settings, get_settings
@@ -77,6 +78,16 @@ def _parser() -> argparse.ArgumentParser:
                         help="keep partitions across a restart under the same --instance-id")
     worker.add_argument("--metrics-port", type=int, help=METRICS_HELP)
     worker.set_defaults(handler=_worker)
+
+    bench = commands.add_parser(
+        "bench", help="throughput, latency and recovery, side by side with raw Kafka and DBOS")
+    bench.add_argument("--quick", action="store_true", help="small sizes: under 2 minutes")
+    bench.add_argument("--sagas", type=int, help="sagas per engine run")
+    bench.add_argument("--states", type=int, help="saga states to restore")
+    bench.add_argument("--dbos", type=int, help="DBOS workflows")
+    bench.add_argument("--json", type=Path, dest="json_path", help="write every figure here")
+    bench.add_argument("--chart", type=Path, help="write the PNG chart here")
+    bench.set_defaults(handler=_bench)
 
     db = commands.add_parser("db", help="the service's database")
     db_commands = db.add_subparsers(metavar="ACTION", required=True)
@@ -225,6 +236,20 @@ def _graceful_server_class():
             yield
 
     return GracefulServer
+
+
+def _bench(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+
+    from bench.report import print_table
+    from bench.run import Sizes, run_bench, write_outputs
+
+    console = Console(stderr=True)
+    sizes = Sizes.choose(args.quick, args.sagas, args.states, args.dbos)
+    results = run_bench(settings, sizes, say=lambda line: console.print(f"[dim]{line}[/]"))
+    write_outputs(results, args.json_path, args.chart)
+    print_table(results)
+    return 0
 
 
 def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,0 +1,73 @@
+"""What a bench run shows: a console table and a PNG chart (throughput and latency)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def table(r: dict[str, Any]) -> Table:
+    t = Table(title=f"provisioning bench, {r['date']}, {r['machine']['cores']} cores")
+    for column in ("run", "per second", "p50 ms", "p95 ms", "p99 ms", "CPU s / 1000",
+                   "peak RSS MiB"):
+        t.add_column(column, justify="right" if column != "run" else "left")
+
+    def row(name: str, run: dict[str, Any], per_s: str = "sagas_per_s") -> None:
+        latency = run.get("latency_ms", {})
+        t.add_row(name, f"{run[per_s]:,.0f}", *(f"{latency.get(q, float('nan')):,.0f}"
+                                                for q in ("p50", "p95", "p99")),
+                  f"{run.get('cpu_s_per_1000_sagas', float('nan')):.2f}",
+                  f"{run.get('peak_rss_mb', float('nan')):.0f}")
+
+    row("engine, no-op, full load", r["engine"])
+    row("engine, no-op, 50% load", r["engine"]["at_half_load"])
+    row("engine, Postgres participants", r["engine_postgres"])
+    row("engine, 2 workers", r["engine_2_workers"])
+    row("DBOS, same workflow", r["dbos"], "workflows_per_s")
+    t.add_row("raw Kafka (messages)", f"{r['raw']['messages_per_s']:,.0f}", "", "", "", "", "")
+    rec, ratios = r["recovery"], r["ratios"]
+    t.caption = (f"restore {rec['restore_states_per_s']:,.0f} states/s; failover "
+                 f"{rec['failover_s']} s (new instance), {rec['failover_same_instance_s']} s "
+                 f"(same instance); engine/DBOS {ratios['engine_vs_dbos']}x; engine "
+                 f"messages/raw {ratios['engine_vs_raw_messages']:.0%}")
+    return t
+
+
+def print_table(r: dict[str, Any], console: Console | None = None) -> None:
+    (console or Console()).print(table(r))
+
+
+def chart(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["engine\nno-op", "engine\nPostgres", "engine\n2 workers", "DBOS"]
+    rates = [r["engine"]["sagas_per_s"], r["engine_postgres"]["sagas_per_s"],
+             r["engine_2_workers"]["sagas_per_s"], r["dbos"]["workflows_per_s"]]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.bar(names, rates, color=["#2b6cb0", "#3182ce", "#63b3ed", "#a0aec0"])
+    left.set_ylabel("five-step workflows per second")
+    left.set_title("Throughput")
+    for i, value in enumerate(rates):
+        left.annotate(f"{value:,.0f}", (i, value), ha="center", va="bottom")
+    runs = {"engine 50% load": r["engine"]["at_half_load"]["latency_ms"],
+            "engine full load": r["engine"]["latency_ms"], "DBOS": r["dbos"]["latency_ms"]}
+    width = 0.25
+    for j, q in enumerate(("p50", "p95", "p99")):
+        right.bar([i + j * width for i in range(len(runs))], [v[q] for v in runs.values()],
+                  width, label=q)
+    right.set_xticks([i + width for i in range(len(runs))], list(runs))
+    right.set_yscale("log")
+    right.set_ylabel("ms, command -> outcome (log scale)")
+    right.set_title("Latency")
+    right.legend()
+    figure.suptitle(f"provisioning bench, {r['date'][:10]}, {r['machine']['cores']} cores")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
