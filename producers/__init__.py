@@ -1,4 +1,5 @@
-"""What platform services import: submit provisioning commands, await and react to events."""
+"""What platform services import: submit provisioning commands, await and react to events,
+and take part in sagas as a step participant."""
 
 from producers.client import (
     InvalidRequest,
@@ -8,6 +9,12 @@ from producers.client import (
     partition_for,
 )
 from producers.commands import CommandPublisher, PublishError
+from producers.participant import (
+    ParticipantCounts,
+    PermanentStepFailure,
+    StepParticipant,
+    StepRequest,
+)
 from producers.subscriber import Event, EventSubscriber, SubscriberCounts, UnknownEventName
 
 __all__ = [
@@ -17,8 +24,12 @@ __all__ = [
     "InvalidRequest",
     "Outcome",
     "OutcomeTimeout",
+    "ParticipantCounts",
+    "PermanentStepFailure",
     "ProvisioningClient",
     "PublishError",
+    "StepParticipant",
+    "StepRequest",
     "SubscriberCounts",
     "UnknownEventName",
     "partition_for",
