@@ -118,7 +118,8 @@ def register_entities(engine: sa.Engine, commands: list[dict[str, Any]]) -> None
 class SuccessReader:
     """Reads the events topic read_committed and notes when each saga's success arrives."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, track_occurred: bool = False) -> None:
+        self.track_occurred = track_occurred
         topic = TopicLayout(settings.topic_prefix).events
         self.consumer = Consumer({
             **settings.kafka_config(), "group.id": f"bench-reader-{uuid.uuid4().hex[:6]}",
@@ -128,6 +129,7 @@ class SuccessReader:
         self.consumer.assign([TopicPartition(topic, p, 0)
                               for p in range(settings.topic_partitions)])
         self.done: dict[str, float] = {}
+        self.occurred: dict[str, int] = {}  # when each success was decided (its occurredAt)
         self.failed: set[str] = set()
         self.events = 0
 
@@ -141,7 +143,10 @@ class SuccessReader:
             self.events += 1
             name = dict(message.headers() or []).get("event-type", b"").decode()
             if name == "ProvisioningSucceeded":
-                self.done.setdefault(message.key().decode(), time.time())
+                key = message.key().decode()
+                self.done.setdefault(key, time.time())
+                if self.track_occurred:
+                    self.occurred.setdefault(key, codec.decode(message.value()).value["occurredAt"])
             elif name == "ProvisioningFailedEvent":
                 self.failed.add(message.key().decode())
 

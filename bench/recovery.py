@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import dataclasses
 import signal
+import threading
 import time
 import uuid
 from typing import Any
 
 from confluent_kafka import Producer
 
-from bench.engine import SuccessReader, Workers, fresh_settings, publish, tenant_commands, warm_up
+from bench.engine import SuccessReader, Workers, fresh_settings, tenant_commands, warm_up
 from consumer import wire
 from consumer.kafka_clients import restore_consumer
 from consumer.state_store import restore_partition, snapshot_headers
 from consumer.worker import _decode_state
+from producers.commands import producer_config
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout
 from sagas import SagaState, Status
@@ -69,34 +71,53 @@ def run_restore(base: Settings, states: int, running_share: float = 0.1) -> dict
             "record_bytes": len(codec.encode("SagaState", EXAMPLES["SagaState"]))}
 
 
-def run_failover(base: Settings, sagas: int, same_instance: bool) -> dict[str, Any]:
+def run_failover(base: Settings, rate: float, same_instance: bool) -> dict[str, Any]:
+    """Sagas keep arriving at `rate`/s; the worker is killed once it has run for a while."""
     settings = fresh_settings(base, "failover")
     pool = Workers(settings, "noop", 1, static_membership=same_instance).start()
-    reader = SuccessReader(settings)
+    reader = SuccessReader(settings, track_occurred=True)
+    stop = threading.Event()
+    feeder = threading.Thread(target=_feed, args=(settings, rate, stop), daemon=True)
     try:
         warm_up(settings, reader, None)
-        commands = tenant_commands(sagas, uuid.uuid4().hex[:8])
-        publish(settings, commands, None, reader)
-        ids = [c["requestId"] for c in commands]
-        while sum(1 for i in ids if i in reader.done) < sagas // 5:
+        feeder.start()
+        until = time.time() + 3
+        while time.time() < until:
             reader.poll()
         killed_at = time.time()
         pool.processes[0].send_signal(signal.SIGKILL)
         pool.processes[0].wait(10)
         pool.processes[0] = pool.spawn("w0" if same_instance else "w1")
-        before = set(reader.done)
+        killed_ms = int(killed_at * 1000)
         while True:
             reader.poll()
-            fresh = [i for i in reader.done if i not in before and reader.done[i] > killed_at]
-            # Successes committed by the dead worker may still be read just after the kill;
-            # the successor's are the ones that keep coming once reading has caught up.
-            if fresh and time.time() - killed_at > 0.5:
-                first = min(reader.done[i] for i in fresh)
-                break
+            # The successor's first success: decided after the kill (the dead worker's last
+            # commits may still be read just after it).
+            after = [ms for ms in reader.occurred.values() if ms > killed_ms]
+            if after:
+                return {"rate": rate, "same_instance_id": same_instance,
+                        "failover_s": round(min(after) / 1000 - killed_at, 2)}
             if time.time() - killed_at > 120:
                 raise RuntimeError("no saga completed within 120 s of the kill")
-        return {"sagas": sagas, "same_instance_id": same_instance,
-                "failover_s": round(first - killed_at, 2)}
     finally:
+        stop.set()
+        feeder.join(5)
         reader.close()
         pool.stop()
+
+
+def _feed(settings: Settings, rate: float, stop: threading.Event) -> None:
+    producer = Producer(producer_config(settings))
+    topic = TopicLayout(settings.topic_prefix).commands
+    run = uuid.uuid4().hex[:8]
+    started = time.time()
+    sent = 0
+    while not stop.is_set():
+        due = int((time.time() - started) * rate)
+        for command in tenant_commands(max(0, due - sent), run):
+            producer.produce(topic, key=command["requestId"].encode(),
+                             value=codec.encode("ProvisionTenantRequest", command),
+                             headers=codec.headers_for("ProvisionTenantRequest"))
+        sent = max(sent, due)
+        producer.poll(0.01)
+    producer.flush(10)

@@ -37,7 +37,11 @@ def table(r: dict[str, Any]) -> Table:
 
 
 def print_table(r: dict[str, Any], console: Console | None = None) -> None:
-    (console or Console()).print(table(r))
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # piped into a file or a log: do not wrap the rows
+            console = Console(width=130)
+    console.print(table(r))
 
 
 def chart(r: dict[str, Any], path: Path) -> None:

@@ -47,7 +47,7 @@ class Sizes:
             sagas=sagas or base.sagas,
             postgres_sagas=min(base.postgres_sagas, sagas or base.postgres_sagas),
             states=states or base.states,
-            failover_sagas=min(base.failover_sagas, max(200, (sagas or base.sagas))),
+            failover_sagas=base.failover_sagas,
             dbos_workflows=dbos or base.dbos_workflows,
         )
 
@@ -78,8 +78,9 @@ def run_bench(settings: Settings, sizes: Sizes, say: Any = print) -> dict[str, A
 
     say(f"recovery: restore {sizes.states} states; kill -9 under load (twice)")
     restore = run_restore(settings, sizes.states)
-    failover = run_failover(settings, sizes.failover_sagas, same_instance=False)
-    same = run_failover(settings, sizes.failover_sagas, same_instance=True)
+    # Failover under a steady half of the measured maximum rate.
+    failover = run_failover(settings, half, same_instance=False)
+    same = run_failover(settings, half, same_instance=True)
     results["recovery"] = {
         "restore_states": restore["states"], "restore_seconds": restore["seconds"],
         "restore_states_per_s": restore["states_per_s"],
