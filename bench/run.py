@@ -42,7 +42,7 @@ class Sizes:
     def choose(cls, quick: bool, sagas: int | None, states: int | None,
                dbos: int | None) -> Sizes:
         base = cls(1500, 500, 10_000, 1000, 150) if quick else cls(
-            20_000, 4000, 200_000, 5000, 1000)
+            20_000, 2000, 200_000, 5000, 1000)
         return cls(
             sagas=sagas or base.sagas,
             postgres_sagas=min(base.postgres_sagas, sagas or base.postgres_sagas),
