@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
@@ -32,7 +32,10 @@ from api.bodies import (
     Accepted,
     AuditEvent,
     AuditTrail,
+    DeadLetterSummary,
     OperatorRequest,
+    Redrive,
+    Redriven,
     RequestStatus,
     ResourceRequest,
     ServiceRequest,
@@ -47,7 +50,7 @@ from producers.commands import PublishError
 from projection import store
 from projection.fold import RequestRow
 from provisioning.database import create_engine
-from provisioning.errors import TransientError
+from provisioning.errors import ProvisioningError, TransientError
 from provisioning.ops import start_ops
 from provisioning.settings import Settings, get_settings
 from sagas import payload_hash
@@ -193,6 +196,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.post(f"{PREFIX}/{{request_id}}/{action.lower()}", status_code=202,
                  response_model=Accepted, summary=summary, name=f"operator_{action.lower()}",
                  tags=["operators"])(act)
+
+    @app.get("/api/v1/admin/dlq", response_model=list[DeadLetterSummary], tags=["operators"],
+             summary="Dead-lettered commands, oldest first, with the reason")
+    async def dead_letters(who: CallerDep, svc: ServicesDep, x_tenant_id: TenantHeader = None,
+                           limit: Annotated[int, Query(ge=1, le=1000)] = 100
+                           ) -> list[DeadLetterSummary]:
+        from provisioning.dlq_admin import read_dead_letters
+
+        _require(who, OPERATE)
+        _check_tenant_header(who, x_tenant_id, required=True)
+        letters = await run_in_threadpool(read_dead_letters, svc.settings, limit=limit)
+        return [_summary(letter) for letter in letters]
+
+    @app.post("/api/v1/admin/dlq/{partition}/{offset}/redrive", response_model=Redriven,
+              status_code=202, tags=["operators"],
+              summary="Fix a dead-lettered command and send it again")
+    async def redrive(partition: Annotated[int, Path(ge=0)], offset: Annotated[int, Path(ge=0)],
+                      who: CallerDep, svc: ServicesDep, body: Redrive | None = None,
+                      x_tenant_id: TenantHeader = None) -> Redriven:
+        from provisioning import dlq_admin
+
+        _require(who, OPERATE)
+        _check_tenant_header(who, x_tenant_id, required=True)
+        ref = f"{partition}:{offset}"
+
+        def fix_and_send() -> str:
+            letter = dlq_admin.find(svc.settings, ref)
+            return dlq_admin.redrive(svc.settings, letter,
+                                     changes=body.changes if body else {}, operator=who.subject)
+
+        try:
+            request_id = await run_in_threadpool(fix_and_send)
+        except dlq_admin.DeadLetterNotFound as exc:
+            raise Problem(404, str(exc)) from None
+        except ProvisioningError as exc:
+            raise Problem(422, f"not redriven: {exc}") from None
+        return Redriven(requestId=request_id, redrivenFrom=ref)
 
     operator_route("CANCEL", "Cancel an in-flight request; what completed is compensated")
     operator_route("RESUME", "Start a fresh attempt of the step a stuck request waits on")
@@ -363,6 +403,13 @@ def _status(row: RequestRow) -> RequestStatus:
 
 _ENVELOPE = {"requestId", "sequence", "run", "workflowType", "tenantId", "occurredAt", "step",
              "attempt"}
+
+
+def _summary(letter: Any) -> DeadLetterSummary:
+    return DeadLetterSummary(
+        ref=f"{letter.partition}:{letter.offset}", key=letter.key,
+        timestampMs=letter.timestamp_ms, reason=letter.reason, errorClass=letter.error_class,
+        recordName=letter.record_name, command=letter.command)
 
 
 def _details(payload: dict[str, Any]) -> dict[str, Any]:

@@ -109,3 +109,28 @@ class OperatorRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
+
+
+class Redrive(BaseModel):
+    """An operator's fix of a dead-lettered command: field values by dotted name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    changes: Annotated[dict[Annotated[str, Field(max_length=100)],
+                            Annotated[str, Field(max_length=1000)]],
+                       Field(max_length=50)] = {}
+
+
+class DeadLetterSummary(BaseModel):
+    ref: str
+    key: str | None
+    timestampMs: int | None
+    reason: str | None
+    errorClass: str | None
+    recordName: str | None
+    command: dict[str, Any] | None
+
+
+class Redriven(BaseModel):
+    requestId: str
+    redrivenFrom: str

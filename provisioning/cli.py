@@ -105,9 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--metrics-port", type=int, help=METRICS_HELP)
     api.set_defaults(handler=_api)
 
-    from provisioning.requests_cli import add_commands
+    from provisioning import dlq_cli, requests_cli, top
 
-    add_commands(commands)
+    requests_cli.add_commands(commands)
+    top.add_commands(commands)
+    dlq_cli.add_commands(commands)
 
     registry = commands.add_parser("registry", help="the built-in participants' registry")
     registry_commands = registry.add_subparsers(metavar="ACTION", required=True)
