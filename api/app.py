@@ -49,7 +49,7 @@ from consumer.commands import InvalidCommand, command_from_params, to_start_comm
 from producers.commands import PublishError
 from projection import store
 from projection.fold import RequestRow
-from provisioning.database import create_engine
+from provisioning.database import create_engine, database_answers
 from provisioning.errors import ProvisioningError, TransientError
 from provisioning.ops import start_ops
 from provisioning.settings import Settings, get_settings
@@ -71,10 +71,7 @@ class Services:
         self.ops = start_ops(settings.metrics_port, self.readiness)
 
     def readiness(self) -> tuple[bool, str]:
-        try:
-            with self.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        except sa.exc.OperationalError:
+        if not database_answers(self.engine):
             return False, "PostgreSQL does not answer"
         if not self.finished.listening.is_set():
             return False, "not listening for finished requests yet"

@@ -101,10 +101,9 @@ class Projector:
         return result
 
     def readiness(self) -> tuple[bool, str]:
-        try:
-            with self._engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        except sa.exc.OperationalError:
+        from provisioning.database import database_answers
+
+        if not database_answers(self._engine):
             return False, "PostgreSQL does not answer"
         return True, "projecting"
 

@@ -133,3 +133,13 @@ def _set_search_path(connection: sa.Connection, schema: str) -> None:
     quoted = connection.dialect.identifier_preparer.quote(schema)
     # LOCAL: ends with the transaction, so a pooled connection goes back unchanged.
     connection.execute(sa.text(f"SET LOCAL search_path TO {quoted}"))
+
+
+def database_answers(engine: sa.Engine) -> bool:
+    """Does the database answer a trivial query? (readiness of the projector and the API)"""
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError:
+        return False
+    return True

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from provisioning.dlq_admin import DeadLetter, find, read_dead_letters, redrive
-from provisioning.errors import ConfigurationError
+from provisioning.requests_cli import assignments
 from provisioning.settings import Settings
 
 
@@ -70,12 +70,7 @@ def show_letter(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def redrive_letter(args: argparse.Namespace, settings: Settings) -> int:
-    changes = {}
-    for item in args.set:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise ConfigurationError(f"{item!r} is not NAME=VALUE")
-        changes[name] = value
+    changes = assignments(args.set)
     letter = find(settings, args.ref)
     request_id = redrive(settings, letter, changes=changes,
                          operator=args.operator or getpass.getuser())

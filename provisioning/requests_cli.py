@@ -153,13 +153,18 @@ def _body(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.body_file:
         return json.loads(args.body_file.read_text())
+    return unflatten(assignments(args.fields))
+
+
+def assignments(items: list[str]) -> dict[str, str]:
+    """NAME=VALUE arguments as a mapping; a malformed one is a clear error."""
     fields = {}
-    for item in args.fields:
+    for item in items:
         name, sep, value = item.partition("=")
         if not sep or not name:
             raise ConfigurationError(f"{item!r} is not NAME=VALUE")
         fields[name] = value
-    return unflatten(fields)
+    return fields
 
 
 def _print_json(answer: dict[str, Any]) -> None:

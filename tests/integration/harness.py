@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -95,6 +96,13 @@ class WorkerProcess(ServiceProcess):
         super().__init__(settings, log_dir, ("worker", "--group", group, "--instance-id",
                                              self.instance_id, *extra_args),
                          extra_env=extra_env or {}, name=self.instance_id)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def wait_until(done: Callable[[], Any], timeout_s: float, what: str,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from confluent_kafka.admin import AdminClient
-from harness import ServiceProcess, WorkerProcess, wait_until
+from harness import ServiceProcess, WorkerProcess, free_port, wait_until
 
 from api.auth import ALL_PERMISSIONS, READ, issue_token
 from consumer.participants.builtin.registry import add_entity
@@ -40,12 +39,6 @@ adapter = "kafka:{SILENT}"
 attempt_timeout_s = 60
 deadline_s = 600
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ traceparent from command to events, and cancel and resume applied and audited.""
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from confluent_kafka.admin import AdminClient
-from harness import TopicReader, WorkerProcess, wait_until
+from harness import TopicReader, WorkerProcess, free_port, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from test_worker import _tenant_command
 
@@ -32,12 +31,6 @@ adapter = "kafka:subscriptions-silent"
 attempt_timeout_s = 60
 deadline_s = 600
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture
