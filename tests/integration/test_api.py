@@ -467,3 +467,17 @@ def test_the_cli_submits_follows_and_retries_requests(
     assert "Traceback" not in missing.stderr
     no_token = cli(stack, signing_key, "status", str(uuid.uuid4()))
     assert no_token.returncode == 2 and "PROVISIONING_API_TOKEN" in no_token.stderr
+
+
+def test_oversized_bodies_are_refused_with_413(client: httpx.Client, token: Token) -> None:
+    huge = tenant_body("e", tenantName="x" * 100_000)
+    answer = client.post(f"{PREFIX}/tenant", json=huge, headers=auth(token()))
+    assert_problem(answer, 413, "over 65536 bytes")
+
+    def chunks():  # no Content-Length: the stream itself is counted
+        for _ in range(100):
+            yield b"x" * 1024
+
+    streamed = client.post(f"{PREFIX}/tenant", content=chunks(),
+                           headers={**auth(token()), "Content-Type": "application/json"})
+    assert_problem(streamed, 413, "over 65536 bytes")
