@@ -118,6 +118,11 @@ def test_metrics_logs_and_traceparent_after_a_batch_of_sagas(
               and line["message"] == "provisioning failed"]
     assert failed[0]["failed_step"] == "validate-entity" and failed[0]["reason"]
 
+    # The database password is in the worker's settings; it is in no log line and no event.
+    password = sa.make_url(settings.database_url_plain()).password
+    assert password and password not in worker.log_text()
+    assert not any(password in json.dumps(r.value) for r in events.records)
+
 
 @pytest.fixture
 def waiting(settings: Settings, kafka_admin: AdminClient, migrated: sa.Engine, tmp_path: Path,
