@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 LOCAL_ENV = eval "$$($(BIN)/provisioning dev env)"
 
-.PHONY: demo test
+.PHONY: demo test chaos
 
 demo: $(STAMP)
 	$(BIN)/provisioning dev up
@@ -20,6 +20,11 @@ test: $(STAMP)
 	$(BIN)/provisioning dev up
 	$(BIN)/provisioning dev tools
 	$(LOCAL_ENV); $(BIN)/pytest $(PYTEST_ARGS)
+
+# Faults under load on real processes (minutes); ends with the `chaos: ...` summary line.
+chaos: $(STAMP)
+	$(BIN)/provisioning dev up
+	$(LOCAL_ENV); $(BIN)/pytest -m chaos tests/chaos -s -p no:cacheprovider $(PYTEST_ARGS)
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'

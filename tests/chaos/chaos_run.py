@@ -1,0 +1,227 @@
+"""Sagas under faults, and the books checked afterwards.
+
+`run_chaos` starts workers (with participants that fail a share of attempts), a projector, and
+publishes N tenant sagas; while they run it injects the faults given, each once the batch has
+got that far: kill -9 of a worker (restarted under a new id), a worker added, the broker
+stopped and started, PostgreSQL stopped for a while. Then it waits for every saga's end and
+counts what must be zero: sagas lost (no terminal event), duplicated (two terminal events in
+one run, or two tenants for one entity), audit gaps (a trail that is not 1..n), projection
+rows that differ from the state topic; and the share of transiently failed steps that
+completed on a retry.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from producers.commands import CommandPublisher
+from provisioning.devservices import LocalServices
+from provisioning.devservices.process import stop_pid
+from provisioning.settings import Settings
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "integration"))
+
+from harness import ROOT, ServiceProcess, TopicReader, process_env  # noqa: E402
+from test_projector import latest_states, snapshot  # noqa: E402
+from test_worker import _tenant_command  # noqa: E402
+
+FAULTS = ("kill", "add", "broker", "postgres")
+
+
+@dataclass
+class Report:
+    sagas: int
+    faults: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    audit_gaps: int = 0
+    projection_mismatches: int = 0
+    retried_steps: int = 0
+    retried_then_completed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def retry_success(self) -> float:
+        return self.retried_then_completed / self.retried_steps if self.retried_steps else 1.0
+
+    def line(self) -> str:
+        return (f"chaos: sagas={self.sagas} faults={self.faults} lost={self.lost} "
+                f"duplicated={self.duplicated} audit_gaps={self.audit_gaps} "
+                f"projection_mismatches={self.projection_mismatches} "
+                f"retry_success={self.retry_success:.3f}")
+
+
+@dataclass
+class Workers:
+    settings: Settings
+    log_dir: Path
+    group: str = field(default_factory=lambda: f"chaos-{uuid.uuid4().hex[:8]}")
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def add(self) -> str:
+        instance = f"w{len(self.processes)}-{uuid.uuid4().hex[:4]}"
+        log = (self.log_dir / f"chaos-worker-{instance}.log").open("ab")
+        self.processes[instance] = subprocess.Popen(
+            [sys.executable, str(HERE / "chaos_worker.py"), "--group", self.group,
+             "--instance", instance], env=process_env(self.settings), cwd=ROOT,
+            stdout=log, stderr=subprocess.STDOUT)
+        return instance
+
+    def kill_one(self, rng: random.Random) -> str:
+        alive = [i for i, p in self.processes.items() if p.poll() is None]
+        victim = rng.choice(alive)
+        self.processes[victim].send_signal(signal.SIGKILL)
+        self.processes[victim].wait(10)
+        return victim
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def run_chaos(settings: Settings, engine: sa.Engine, log_dir: Path, sagas: int,
+              faults: list[str], workers: int = 2, seed: int = 7,
+              timeout_s: float = 900) -> Report:
+    rng = random.Random(seed)
+    report = Report(sagas=sagas)
+    run = uuid.uuid4().hex[:8]
+    commands = [_tenant_command(f"chaos-{run}-{i}") for i in range(sagas)]
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO entities (id, external_id, name) VALUES "
+                             "(gen_random_uuid(), :e, :e)"),
+                     [{"e": c["entityId"]} for c in commands])
+    ids = [c["requestId"] for c in commands]
+    pool = Workers(settings, log_dir)
+    for _ in range(workers):
+        pool.add()
+    projector = ServiceProcess(settings, log_dir, ("projector", "--group", f"{pool.group}-p"))
+    projector.start()
+    events = TopicReader(settings, f"{settings.topic_prefix}.provisioning.events")
+    services = LocalServices.from_settings(Settings())
+    try:
+        with CommandPublisher(settings) as publisher:
+            for command in commands:
+                publisher.publish("ProvisionTenantRequest", command)
+        schedule = [(0.15 + 0.7 * n / max(1, len(faults)), fault)
+                    for n, fault in enumerate(faults)]
+        deadline = time.monotonic() + timeout_s
+        while sum(1 for i in ids if events.terminal(i)) < sagas:
+            assert time.monotonic() < deadline, report.line() + " (timed out)"
+            events.poll(0.5)
+            done = sum(1 for i in ids if events.terminal(i)) / sagas
+            while schedule and done >= schedule[0][0]:
+                _inject(schedule.pop(0)[1], pool, services, rng, report)
+        _settle(events)
+    finally:
+        pool.stop()
+    try:
+        _check(report, events, ids, commands, engine, settings)
+    finally:
+        projector.stop()
+        events.close()
+    return report
+
+
+def _inject(fault: str, pool: Workers, services: LocalServices, rng: random.Random,
+            report: Report) -> None:
+    report.faults += 1
+    if fault == "kill":
+        victim = pool.kill_one(rng)
+        pool.add()
+        report.notes.append(f"killed {victim}, started a successor")
+    elif fault == "add":
+        report.notes.append(f"added {pool.add()}")
+    elif fault == "broker":
+        pid = services.kafka.running_pid()
+        if pid is not None:
+            stop_pid(pid)
+        time.sleep(3)
+        services.kafka.start()
+        report.notes.append("broker stopped 3 s")
+    elif fault == "postgres":
+        services.postgres.stop()
+        time.sleep(15)
+        services.postgres.start()
+        report.notes.append("PostgreSQL stopped 15 s")
+    else:
+        raise ValueError(f"unknown fault {fault}; faults are {', '.join(FAULTS)}")
+
+
+def _settle(events: TopicReader) -> None:
+    for _ in range(6):
+        events.poll(0.5)
+
+
+def _check(report: Report, events: TopicReader, ids: list[str], commands: list[dict],
+           engine: sa.Engine, settings: Settings) -> None:
+    for request_id in ids:
+        trail = events.by_key.get(request_id, [])
+        terminals = defaultdict(int)
+        for record in trail:
+            if record.record_name in ("ProvisioningSucceeded", "ProvisioningFailedEvent"):
+                terminals[record.value["run"]] += 1
+        if not terminals:
+            report.lost += 1
+        report.duplicated += sum(n - 1 for n in terminals.values() if n > 1)
+        sequences = [r.value["sequence"] for r in trail]
+        if sequences != list(range(1, len(sequences) + 1)):
+            report.audit_gaps += 1
+        failed_steps: set[tuple[int, str]] = set()
+        for record in trail:
+            key = (record.value.get("run"), record.value.get("step"))
+            if record.record_name == "ProvisioningStepFailed" and record.value["transient"]:
+                failed_steps.add(key)
+            elif record.record_name == "ProvisioningStepCompleted" and key in failed_steps:
+                report.retried_then_completed += 1
+                failed_steps.discard(key)
+                report.retried_steps += 1
+        report.retried_steps += len(failed_steps)
+    outcome = {i: events.terminal(i)[-1].record_name if events.terminal(i) else None
+               for i in ids}
+    with engine.connect() as conn:
+        tenants = dict(conn.execute(sa.text(
+            "SELECT e.external_id, count(t.id) FROM entities e "
+            "LEFT JOIN tenants t ON t.entity_id = e.id WHERE e.external_id = ANY(:ids) "
+            "GROUP BY e.external_id"), {"ids": [c["entityId"] for c in commands]}).all())
+    for command in commands:
+        count = tenants.get(command["entityId"], 0)
+        expected = 1 if outcome[command["requestId"]] == "ProvisioningSucceeded" else 0
+        if count > expected:
+            report.duplicated += 1
+        elif count < expected:
+            report.lost += 1
+    _check_projection(report, ids, engine, settings)
+
+
+def _check_projection(report: Report, ids: list[str], engine: sa.Engine,
+                      settings: Settings) -> None:
+    states = latest_states(settings, f"{settings.topic_prefix}.provisioning.state")
+    deadline = time.monotonic() + 60
+    while True:
+        rows, _ = snapshot(engine, ids)
+        by_id = {str(r["request_id"]): r for r in rows}
+        mismatches = sum(1 for i in ids if i not in by_id or i not in states
+                         or (by_id[i]["status"], by_id[i]["last_sequence"]) !=
+                         (states[i]["status"], states[i]["sequence"]))
+        if mismatches == 0 or time.monotonic() > deadline:
+            report.projection_mismatches = mismatches
+            return
+        time.sleep(1)
+
