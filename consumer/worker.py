@@ -48,7 +48,7 @@ from consumer.state_store import (
 from consumer.steps import FinishedStep, StepRunner
 from consumer.timers import TimerQueue
 from provisioning import metrics
-from provisioning.errors import CodecError, ConfigurationError
+from provisioning.errors import CodecError, ConfigurationError, TransientError
 from provisioning.ops import lag_from_statistics
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout, verify_copartitioning
@@ -123,6 +123,7 @@ class Worker:
         self._paused = False
         self._stopping = False
         self._reply_topics: dict[str, bool] = {}
+        self._rewind_pending = False
         # State snapshots of this transaction, the last per saga (see checkpoint step 1).
         self._snapshots: dict[tuple[int, str], SagaState] = {}
         self.observer = SagaObserver()
@@ -177,6 +178,9 @@ class Worker:
     # --- one turn of the loop ------------------------------------------------------------------
 
     def turn(self) -> None:
+        if self._rewind_pending:
+            self._rewind_or_wait()
+            return
         try:
             if not self.checkpoint.open:
                 self.checkpoint.begin()
@@ -193,7 +197,7 @@ class Worker:
             self._apply_flow_control()
         except TransactionAborted as exc:
             log.warning("transaction aborted, rewinding", extra={"reason": str(exc)})
-            self._rewind()
+            self._rewind_or_wait()
         except ProducerFenced:
             log.error("producer fenced: another worker owns this transactional id; stopping")
             self._stopping = True
@@ -533,6 +537,17 @@ class Worker:
             for effect in resume(state, now, registry=self.routing.registry):
                 self._release(partition, effect)
 
+    def _rewind_or_wait(self) -> None:
+        """Rewind; if the broker cannot be read right now (it is restarting), wait a moment
+        and try again on the next turn instead of giving up the process."""
+        try:
+            self._rewind()
+            self._rewind_pending = False
+        except (TransientError, KafkaException) as exc:
+            log.warning("cannot rewind yet, retrying in 1 s", extra={"reason": str(exc)})
+            self._rewind_pending = True
+            time.sleep(1)
+
     def _rewind(self) -> None:
         """After an aborted transaction: back to the last committed state and offsets."""
         self.checkpoint.abort()
@@ -597,7 +612,7 @@ class Worker:
         admin = AdminClient(self.settings.kafka_config(), logger=log)
         specs = self.topics.specs(self.settings.topic_partitions,
                                   participants=sorted(self.routing.kafka_participants()))
-        metadata = admin.list_topics(timeout=10)
+        metadata = _retrying(lambda: admin.list_topics(timeout=10), "reading the topics")
         missing = [s.name for s in specs if s.name not in metadata.topics]
         if missing:
             raise ConfigurationError(
@@ -631,6 +646,18 @@ def _step_call(effect: ExecuteStep | CompensateStep, action: Action) -> StepCall
         idempotency_key=effect.idempotency_key, params=dict(effect.params),
         deadline_at=effect.deadline_at,
     )
+
+
+def _retrying(operation: Callable[[], Any], what: str, wait_s: float = 60.0) -> Any:
+    """A start-up call to the broker, retried while the broker is away (e.g. restarting)."""
+    from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+    for attempt in Retrying(retry=retry_if_exception_type(KafkaException),
+                            wait=wait_exponential(multiplier=0.5, max=5),
+                            stop=stop_after_delay(wait_s), reraise=True):
+        with attempt:
+            return operation()
+    raise AssertionError("unreachable")
 
 
 def _header(message: Message, name: str) -> str | None:
