@@ -129,11 +129,10 @@ def run_chaos(settings: Settings, engine: sa.Engine, log_dir: Path, sagas: int,
             while schedule and done >= schedule[0][0]:
                 _inject(schedule.pop(0)[1], pool, services, rng, report)
         _settle(events)
-    finally:
         pool.stop()
-    try:
         _check(report, events, ids, commands, engine, settings)
     finally:
+        pool.stop()
         projector.stop()
         events.close()
     return report
