@@ -158,7 +158,8 @@ def step_succeeded(
     if step.name == id_step and id_key not in output:
         # The participant broke its contract; what it did is undone with the rest.
         reason = f"{step.name} succeeded without the output {id_key} that names the result"
-        fail_step_for_good(t, workflow, step.name, attempt, reason, transient=False)
+        fail_step_for_good(t, workflow, step.name, attempt, reason, transient=False,
+                           may_have_acted=False)  # completed: undone with the others
         return
     following = workflow.step_after(step.name)
     if following is not None:
@@ -184,17 +185,32 @@ def step_failed(
         reason = f"{DEADLINE_EXCEEDED} before the next attempt; last error: {reason}"
     elif transient:
         reason = f"{reason} (gave up after {attempt} attempts)"
-    fail_step_for_good(t, workflow, step.name, attempt, reason, transient=transient)
+    # Only a participant's "no" to the first attempt is sure to leave nothing behind.
+    fail_step_for_good(t, workflow, step.name, attempt, reason, transient=transient,
+                       may_have_acted=transient or attempt > 1)
 
 
 def fail_step_for_good(
-    t: Transition, workflow: Workflow, step: str, attempt: int, reason: str, *, transient: bool
+    t: Transition, workflow: Workflow, step: str, attempt: int, reason: str, *, transient: bool,
+    may_have_acted: bool = True,
 ) -> None:
+    """The step is over without success: undo it too if it may have acted, then the steps
+    before it.
+
+    A step may have acted when an attempt's answer never came (a timeout, a lost reply, the
+    deadline, a cancel while it ran) or an earlier attempt failed that way. Its compensation
+    then runs first: compensations are idempotent by key and treat "nothing to undo" as done,
+    and a participant refuses a late attempt of a step it has compensated.
+    """
     t.emit(
         ProvisioningStepFailed, step=step, attempt=attempt, transient=transient, reason=reason,
         next_retry_at=None,
     )
-    compensate_next(t, workflow)
+    failed = workflow.step(step)
+    if may_have_acted and failed.compensation is not None:
+        start_compensation(t, failed, attempt=1)
+    else:
+        compensate_next(t, workflow)
 
 
 def succeed(t: Transition, workflow: Workflow) -> None:

@@ -177,3 +177,15 @@ class TopicReader:
 
 def all_terminal(keys: list[str]) -> Callable[[TopicReader], bool]:
     return lambda reader: all(reader.terminal(k) for k in keys)
+
+
+def undo_answered(settings: Settings, participant: str, step: str, done: Callable[[], Any],
+                  timeout_s: float, what: str) -> Any:
+    """Act as Kafka participant `participant` that hung on `step` and answers its undo (a
+    cancelled step is compensated too), until `done()` is truthy; returns what it returned."""
+    from producers.participant import StepParticipant
+
+    with StepParticipant(settings, participant, group_id=f"undo-{uuid.uuid4().hex[:8]}") as undo:
+        undo.compensation(step)(lambda request: None)
+        return wait_until(lambda: undo.poll_once(0.2) is not None and done(), timeout_s, what)
+

@@ -19,7 +19,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from confluent_kafka.admin import AdminClient
-from harness import ServiceProcess, WorkerProcess, free_port, wait_until
+from harness import ServiceProcess, WorkerProcess, free_port, undo_answered, wait_until
 
 from api.auth import ALL_PERMISSIONS, READ, issue_token
 from consumer.participants.builtin.registry import add_entity
@@ -58,12 +58,12 @@ def token(signing_key: DevSigningKey) -> Token:
     return make
 
 
-def start_api(settings: Settings, log_dir: Path, signing_key: DevSigningKey
-              ) -> tuple[ServiceProcess, str]:
+def start_api(settings: Settings, log_dir: Path, signing_key: DevSigningKey,
+              max_wait_s: float = 30) -> tuple[ServiceProcess, str]:
     port = free_port()
     api = ServiceProcess(settings, log_dir, ("api", "--port", str(port)), extra_env={
         "PROVISIONING_AUTH_JWKS_FILE": str(signing_key.jwks_file),
-        "PROVISIONING_API_MAX_WAIT_S": "30",
+        "PROVISIONING_API_MAX_WAIT_S": str(max_wait_s),
     }).start()
     url = f"http://127.0.0.1:{port}"
 
@@ -79,12 +79,17 @@ def start_api(settings: Settings, log_dir: Path, signing_key: DevSigningKey
 
 
 @pytest.fixture(scope="module")
-def stack(base_settings: Settings, kafka_admin: AdminClient, migrated: sa.Engine,
+def stack_settings(base_settings: Settings) -> Settings:
+    return base_settings.model_copy(
+        update={"topic_prefix": f"{base_settings.topic_prefix}.api{uuid.uuid4().hex[:8]}"})
+
+
+@pytest.fixture(scope="module")
+def stack(stack_settings: Settings, kafka_admin: AdminClient, migrated: sa.Engine,
           tmp_path_factory: pytest.TempPathFactory, signing_key: DevSigningKey
           ) -> Iterator[str]:
     """Worker, projector and API on a topic prefix of this module; yields the API's URL."""
-    settings = base_settings.model_copy(
-        update={"topic_prefix": f"{base_settings.topic_prefix}.api{uuid.uuid4().hex[:8]}"})
+    settings = stack_settings
     create_topics(kafka_admin, TopicLayout(settings.topic_prefix).specs(3, [SILENT]))
     log_dir = tmp_path_factory.mktemp("stack")
     routing = log_dir / "routing.toml"
@@ -376,7 +381,7 @@ def test_an_accepted_request_is_visible_at_once_as_pending(
 
 
 def test_an_operator_cancels_an_in_flight_request_through_the_api(
-    client: httpx.Client, token: Token, migrated: sa.Engine
+    client: httpx.Client, token: Token, migrated: sa.Engine, stack_settings: Settings
 ) -> None:
     tenant = new_tenant(client, token, migrated)
     owner = auth(token(tenant=tenant), tenant)
@@ -403,9 +408,11 @@ def test_an_operator_cancels_an_in_flight_request_through_the_api(
         status = client.get(f"{PREFIX}/{request_id}/status", headers=owner).json()
         return status if status["status"] == "FAILED" else None
 
-    status = wait_until(failed, 30, "the cancelled request failing")
+    status = undo_answered(stack_settings, SILENT, "set-rate-limits", failed, 30,
+                           "the cancelled request failing")
     assert status["reason"] == "cancelled by ops-grace: wrong tier"
-    assert status["compensatedSteps"] == ["init-resources", "create-subscription"]
+    assert status["compensatedSteps"] == ["set-rate-limits", "init-resources",
+                                          "create-subscription"]
     trail = client.get(f"{PREFIX}/{request_id}/events", headers=operator).json()["events"]
     audit = [e for e in trail if e["type"] == "ProvisioningOperatorAction"]
     assert audit[0]["details"] == {"operator": "ops-grace", "action": "CANCEL",

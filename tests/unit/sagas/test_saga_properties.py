@@ -34,6 +34,7 @@ from sagas import (
     ProvisioningRequested,
     ProvisioningStepCompensated,
     ProvisioningStepCompleted,
+    ProvisioningStepFailed,
     ProvisioningStepStarted,
     ProvisioningSucceeded,
     Reply,
@@ -47,6 +48,7 @@ from sagas import (
     evolve,
     replay,
 )
+from sagas.transitions import DEADLINE_EXCEEDED
 
 WORKFLOWS = ["tenant", "service", "user", "resource"]
 TERMINAL = (ProvisioningSucceeded, ProvisioningFailedEvent)
@@ -211,7 +213,18 @@ def test_completed_steps_are_compensated_at_most_once_only_on_failure_in_reverse
             assert not any(isinstance(e, ProvisioningCompensationStarted) for e in events)
         else:
             undoable = [s for s in reversed(completed) if workflow.step(s).compensation]
+            failure = next(e for e in events
+                           if isinstance(e, ProvisioningStepFailed) and e.next_retry_at is None)
+            if (failure.step not in completed and workflow.step(failure.step).compensation
+                    and _may_have_acted(failure)):
+                undoable.insert(0, failure.step)
             assert settled == undoable, f"run {run}: compensations out of order"
+
+
+def _may_have_acted(failure: ProvisioningStepFailed) -> bool:
+    """Anything but a participant's refusal of the first attempt."""
+    no_answer = failure.reason.startswith((DEADLINE_EXCEEDED, "cancelled by"))
+    return failure.transient or failure.attempt > 1 or no_answer
 
 
 @PROPERTY_SETTINGS

@@ -74,7 +74,22 @@ def test_spent_retries_fail_the_step_for_good_and_compensate() -> None:
     assert trace.saga.status is Status.FAILED
     assert trace.saga.failed_step == "setup-billing"
     assert trace.saga.reason == "billing down (gave up after 4 attempts)"
+    # The failed step first: an attempt whose answer was lost may have acted.
+    assert trace.saga.compensated_steps == ("setup-billing", "create-tenant")
+
+
+def test_a_first_attempt_refused_for_good_is_not_compensated() -> None:
+    trace = drive(command("tenant"), Script({("setup-billing", 1): permanent("no such plan")}))
+
+    assert trace.saga.status is Status.FAILED
     assert trace.saga.compensated_steps == ("create-tenant",)
+
+
+def test_a_refusal_after_lost_answers_compensates_the_step_too() -> None:
+    trace = drive(command("tenant"), Script({("setup-billing", 1): transient("timeout"),
+                                             ("setup-billing", 2): permanent("no such plan")}))
+
+    assert trace.saga.compensated_steps == ("setup-billing", "create-tenant")
 
 
 def test_the_retry_count_is_configurable_per_step() -> None:
@@ -140,7 +155,7 @@ def test_the_step_deadline_fails_the_step_for_good() -> None:
     first = next(e for e in trace.events_of(ProvisioningStepStarted) if e.step == "setup-billing")
     assert failed[-1].occurred_at == first.step_deadline == first.occurred_at + 25_000
     assert trace.events_of(ProvisioningFailedEvent)[0].reason == "deadline exceeded"
-    assert trace.saga.compensated_steps == ("create-tenant",)
+    assert trace.saga.compensated_steps == ("setup-billing", "create-tenant")
 
 
 def test_no_attempt_is_waited_for_beyond_the_step_deadline() -> None:
