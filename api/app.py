@@ -110,8 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="Submit provisioning requests and follow them.", lifespan=lifespan)
     app.state.verifier = verifier
     problems.install(app)
-    # Commands are small (a tenant with its billing details is under 2 KB): 64 KiB is ample.
-    app.add_middleware(problems.BodySizeLimit, max_bytes=64 * 1024)
+    app.add_middleware(problems.BodySizeLimit, max_bytes=settings.max_command_bytes)
 
     def submit_route(workflow: str, body_type: type) -> None:
         async def submit(body: Any, request: Request, response: Response, who: CallerDep,

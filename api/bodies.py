@@ -13,7 +13,16 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from consumer.commands import BillingInfo, Email, Identifier, Name, SpecKey, SpecValue, Topic
+from consumer.commands import (
+    BillingInfo,
+    Email,
+    Identifier,
+    Name,
+    Reason,
+    SpecKey,
+    SpecValue,
+    Topic,
+)
 from schemas.registry import SCHEMA_DIR
 
 
@@ -108,7 +117,7 @@ class AuditTrail(BaseModel):
 class OperatorRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: Annotated[str, Field(min_length=1, max_length=1000)] | None = None
+    reason: Reason | None = None
 
 
 class Redrive(BaseModel):

@@ -14,18 +14,26 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from provisioning.errors import ProvisioningError
-from sagas import StartCommand
+from sagas import OperatorCancel, OperatorResume, OperatorRetry, StartCommand
+from schemas import codec
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Free text is any printable text: no control characters (PostgreSQL refuses NUL in text, and
+# terminals and logs should show what operators read).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200,
+                                        pattern=PRINTABLE)]
 Identifier = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$")
 ]
-Email = Annotated[
-    str, StringConstraints(max_length=254, pattern=r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
-]
+_MAILBOX = r"[^@\s\x00-\x1f\x7f]"
+Email = Annotated[str, StringConstraints(
+    max_length=254, pattern=rf"^{_MAILBOX}{{1,64}}@{_MAILBOX}+\.{_MAILBOX}+$")]
 Topic = Annotated[str, StringConstraints(max_length=249, pattern=r"^[A-Za-z0-9._-]+$")]
 SpecKey = Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
-SpecValue = Annotated[str, StringConstraints(max_length=256)]
+SpecValue = Annotated[str, StringConstraints(max_length=256, pattern=PRINTABLE)]
+Reason = Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=PRINTABLE)]
+# Who asked: a token's subject, whatever the identity provider's format ("auth0|42", a mail).
+Principal = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=PRINTABLE)]
 
 
 class InvalidCommand(ProvisioningError):
@@ -36,7 +44,7 @@ class _Command(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     requestId: uuid.UUID
-    requestedBy: Identifier
+    requestedBy: Principal
     replyTo: Topic | None = None
     requestedAt: Any = None
 
@@ -82,6 +90,55 @@ WORKFLOW_OF_RECORD: dict[str, tuple[str, type[_Command]]] = {
     "ProvisionUserRequest": ("user", ProvisionUserRequest),
     "ProvisionResourceRequest": ("resource", ProvisionResourceRequest),
 }
+
+
+OperatorInput = OperatorCancel | OperatorRetry | OperatorResume
+
+
+def read_command(key: bytes | None, value: bytes, max_bytes: int) -> StartCommand | OperatorInput:
+    """One record of the commands topic, checked: a saga's start or an operator's action.
+
+    Raises `CodecError` (not Avro of a known schema) or `InvalidCommand` (too large, not a
+    command, invalid fields, a key that is not its requestId) and nothing else: the worker
+    dead-letters both.
+    """
+    if len(value) > max_bytes:
+        raise InvalidCommand(f"the command is {len(value)} bytes, over the limit of {max_bytes}")
+    decoded = codec.decode(value)
+    if decoded.record_name == "ProvisioningOperatorCommand":
+        command: StartCommand | OperatorInput = to_operator_input(decoded.value)
+    else:
+        command = to_start_command(decoded.record_name, decoded.value)
+    if key != command.request_id.encode():
+        raise InvalidCommand(f"key {key!r} is not the command's requestId {command.request_id}")
+    return command
+
+
+class OperatorCommand(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    requestId: uuid.UUID
+    operator: Principal
+    action: str
+    reason: Reason | None = None
+    requestedAt: Any = None
+
+
+def to_operator_input(value: Mapping[str, Any]) -> OperatorInput:
+    """An operator's CANCEL, RETRY or RESUME as the saga's input."""
+    try:
+        command = OperatorCommand.model_validate(dict(value))
+    except ValidationError as exc:
+        raise InvalidCommand(_describe(exc)) from None
+    request_id, operator, reason = str(command.requestId), command.operator, command.reason
+    if command.action == "CANCEL":
+        return OperatorCancel(request_id=request_id, operator=operator,
+                              reason=reason or "no reason given")
+    if command.action == "RETRY":
+        return OperatorRetry(request_id=request_id, operator=operator)
+    if command.action == "RESUME":
+        return OperatorResume(request_id=request_id, operator=operator, reason=reason)
+    raise InvalidCommand(f"operator action {command.action} is not supported")
 
 
 def to_start_command(record_name: str, value: Mapping[str, Any]) -> StartCommand:

@@ -69,7 +69,11 @@ class StepRunner:
     def _run(self, partition: int, generation: int, call: StepCall) -> None:
         started = time.perf_counter()
         try:
-            outcome = self._route(call).call(call)
+            if call.deadline_at is not None and time.time() * 1000 >= call.deadline_at:
+                # The saga stopped waiting while the call queued; calling now is wasted work.
+                outcome = StepOutcome.transient("the attempt's time ran out before it started")
+            else:
+                outcome = self._route(call).call(call)
         except Exception as exc:  # noqa: BLE001 - a participant bug must not kill the worker
             log.exception("participant raised", extra={"request_id": call.request_id,
                                                        "step": call.step})

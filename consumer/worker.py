@@ -32,7 +32,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 
 from consumer import wire
 from consumer.checkpoint import Checkpoint, ProducerFenced, TransactionAborted
-from consumer.commands import InvalidCommand, to_start_command
+from consumer.commands import InvalidCommand, read_command
 from consumer.dlq import dlq_headers, readable_request_id
 from consumer.kafka_clients import group_consumer, restore_consumer, transactional_producer
 from consumer.observe import SagaObserver
@@ -57,14 +57,12 @@ from sagas import (
     CompensationResult,
     EmitEvent,
     ExecuteStep,
-    OperatorCancel,
-    OperatorResume,
-    OperatorRetry,
     PersistState,
     ProvisioningRejected,
     Reply,
     SagaState,
     SetTimer,
+    StartCommand,
     StepResult,
     TimerFired,
     decide,
@@ -87,6 +85,9 @@ class WorkerOptions:
     min_commit_interval_ms: int = 5
     max_in_flight: int = 10_000
     step_concurrency: int = 32
+    # Steps handed to the thread pool and not finished yet (running or queued) at which the
+    # worker stops starting sagas; it starts them again below 80 % of it.
+    max_queued_steps: int = 256
     idempotency_window_ms: int = 7 * 24 * 3600 * 1000
     poll_batch: int = 500
     stuck_after_ms: int = 15 * 60 * 1000  # a running saga unchanged this long counts as stuck
@@ -243,42 +244,21 @@ class Worker:
 
     def _handle_command(self, message: Message) -> None:
         try:
-            decoded = codec.decode(message.value() or b"")
-            if decoded.record_name == "ProvisioningOperatorCommand":
-                self._handle_operator_command(message, decoded.value)
-                return
-            command = to_start_command(decoded.record_name, decoded.value)
-            if message.key() != command.request_id.encode():
+            command = read_command(message.key(), message.value() or b"",
+                                   self.settings.max_command_bytes)
+            if not isinstance(command, StartCommand) and \
+                    self.store.get(message.partition(), command.request_id) is None:
+                action = type(command).__name__.removeprefix("Operator").lower()
                 raise InvalidCommand(
-                    f"key {message.key()!r} is not the command's requestId {command.request_id}"
-                )
+                    f"no saga {command.request_id} to {action} "
+                    "(unknown, or expired after its idempotency window)")
         except (CodecError, InvalidCommand) as exc:
             self._dead_letter(message, exc)
             return
         trace_parent = _header(message, "traceparent")
-        if trace_parent:
+        if trace_parent and isinstance(command, StartCommand):
             command = dataclasses.replace(command, trace_parent=trace_parent)
         self._apply(message.partition(), command.request_id, command)
-
-    def _handle_operator_command(self, message: Message, value: dict[str, Any]) -> None:
-        """An operator's CANCEL, RETRY or RESUME, in order with the saga's other inputs."""
-        request_id = str(value["requestId"])
-        if message.key() != request_id.encode():
-            raise InvalidCommand(f"key {message.key()!r} is not the requestId {request_id}")
-        if self.store.get(message.partition(), request_id) is None:
-            raise InvalidCommand(f"no saga {request_id} to {value['action'].lower()} "
-                                 "(unknown, or expired after its idempotency window)")
-        operator, reason = value["operator"], value.get("reason")
-        inputs = {
-            "CANCEL": lambda: OperatorCancel(request_id=request_id, operator=operator,
-                                             reason=reason or "no reason given"),
-            "RETRY": lambda: OperatorRetry(request_id=request_id, operator=operator),
-            "RESUME": lambda: OperatorResume(request_id=request_id, operator=operator,
-                                             reason=reason),
-        }
-        if value["action"] not in inputs:
-            raise InvalidCommand(f"operator action {value['action']} is not supported")
-        self._apply(message.partition(), request_id, inputs[value["action"]]())
 
     def _handle_reply(self, message: Message) -> None:
         try:
@@ -497,6 +477,7 @@ class Worker:
         numbers = sorted({tp.partition for tp in partitions if tp.topic == self.topics.commands})
         for number in numbers:
             self._restore(number)
+        self._paused = False  # partitions come assigned unpaused; the next turn decides again
         self.ready = True
         log.info("partitions assigned", extra={"partitions": numbers})
 
@@ -566,16 +547,24 @@ class Worker:
     # --- flow control ---------------------------------------------------------------------------
 
     def _apply_flow_control(self) -> None:
-        limit = self.options.max_in_flight
-        command_partitions = [
-            tp for tp in self.consumer.assignment() if tp.topic == self.topics.commands
-        ]
-        if not self._paused and self.store.in_flight >= limit:
-            self.consumer.pause(command_partitions)
-            self._paused = True
-        elif self._paused and self.store.in_flight < limit * 0.8:
-            self.consumer.resume(command_partitions)
+        """No new sagas while too many are in flight or too many steps wait for a thread.
+
+        A step that waits in the queue spends its attempt's time there: taking more commands
+        than the participants can serve turns into timeouts and retries (the chaos suite saw
+        it at 2,000 sagas at once). Paused, the commands wait in Kafka instead; the sagas
+        already running go on, and so does everything else the worker reads.
+        """
+        load = max(self.store.in_flight / self.options.max_in_flight,
+                   self.steps.running / self.options.max_queued_steps)
+        if self._paused and load < 0.8:
+            self.consumer.resume(self._command_partitions())
             self._paused = False
+        elif not self._paused and load >= 1.0:
+            self.consumer.pause(self._command_partitions())
+            self._paused = True
+
+    def _command_partitions(self) -> list[TopicPartition]:
+        return [tp for tp in self.consumer.assignment() if tp.topic == self.topics.commands]
 
     # --- what operators see -------------------------------------------------------------------
 

@@ -80,7 +80,7 @@ def _insert_audit(conn: sa.Connection, batch: Iterable[Event]) -> int:
             "request_id": e.request_id, "sequence": e.sequence,
             "run": int(e.value.get("run") or 0), "event_type": e.record_name,
             "step": e.value.get("step"), "attempt": e.value.get("attempt"),
-            "occurred_at": e.occurred_at, "payload": e.value,
+            "occurred_at": e.occurred_at, "payload": storable(e.value),
             "kafka_partition": e.partition, "kafka_offset": e.offset,
         })
     if not values:
@@ -111,7 +111,23 @@ def row_to_db(row: RequestRow) -> dict[str, Any]:
     values = dataclasses.asdict(row)
     values["completed_steps"] = list(row.completed_steps)
     values["compensated_steps"] = list(row.compensated_steps)
-    return values
+    return storable(values)
+
+
+def storable(value: Any) -> Any:
+    """`value` with every NUL character in its strings replaced by U+FFFD.
+
+    PostgreSQL text and jsonb cannot hold NUL. Commands are checked for it, but a reason or
+    output from a participant is not ours to refuse: one such event must not stop the
+    projection (it would be retried forever).
+    """
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(storable(v) for v in value)
+    return value
 
 
 def row_from_db(mapping: Any) -> RequestRow:

@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(12, ge=1, le=10_000)
     topic_replication_factor: int = Field(1, ge=1, le=10)
 
+    # --- Commands ---------------------------------------------------------------------------
+    max_command_bytes: int = Field(
+        64 * 1024, ge=1024, le=1_000_000,
+        description="Largest command accepted: the API answers 413 above it, the worker sends it "
+        "to the DLQ (a tenant command with its billing details is under 2 KB).",
+    )
+
     # --- Operations -------------------------------------------------------------------------
     metrics_port: int | None = Field(
         None, ge=0, le=65535,

@@ -14,10 +14,9 @@ import argparse
 import logging
 import time
 
-from producers.participant import PermanentStepFailure, StepParticipant, StepRequest
-
 from consumer.participants.base import Action, Outcome, StepCall
 from consumer.participants.builtin import BuiltinParticipant
+from producers.participant import PermanentStepFailure, StepParticipant, StepRequest
 from provisioning.database import create_engine
 from provisioning.logs import configure_logging
 from provisioning.settings import Settings

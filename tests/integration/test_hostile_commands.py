@@ -1,0 +1,110 @@
+"""Hostile records on the commands topic, drawn by hypothesis, against a real worker: each one
+ends in the DLQ with its reason (or, when it happens to be a valid command, as a saga with an
+end), the worker stays up, and the valid command sent after them completes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from confluent_kafka import Consumer, Producer, TopicPartition
+from harness import TopicReader, WorkerProcess, wait_until
+from hostile import Hostile, hostile_records
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_worker import _tenant_command
+
+from consumer.commands import InvalidCommand, read_command
+from consumer.participants.builtin.registry import add_entity
+from provisioning.errors import CodecError
+from provisioning.settings import Settings
+from provisioning.topics import TopicLayout
+from schemas import codec
+
+
+@pytest.fixture
+def worker(settings: Settings, topics: TopicLayout, migrated: sa.Engine, tmp_path: Path,
+           group_id: str) -> Iterator[WorkerProcess]:
+    process = WorkerProcess(settings, tmp_path, group_id).start()
+    yield process
+    code = process.stop()
+    assert code == 0, f"worker did not shut down cleanly ({code}):\n{process.log_text()[-3000:]}"
+
+
+class DeadLetters:
+    """The DLQ's records by the (partition, offset) they came from."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.consumer = Consumer({**settings.kafka_config(), "group.id": f"dlq-{uuid.uuid4()}",
+                                  "isolation.level": "read_committed"})
+        self.consumer.assign([TopicPartition(topic, p, 0)
+                              for p in range(settings.topic_partitions)])
+        self.reasons: dict[tuple[int, int], str] = {}
+
+    def poll(self) -> None:
+        for message in self.consumer.consume(500, timeout=0.3):
+            if message.error():
+                continue
+            headers = dict(message.headers() or [])
+            origin = (int(headers["dlq-origin-partition"]), int(headers["dlq-origin-offset"]))
+            self.reasons[origin] = headers["dlq-reason"].decode()
+
+
+def _valid_command(record: Hostile, max_bytes: int) -> str | None:
+    """The requestId when the worker's own checks take the record as a command."""
+    try:
+        return read_command(record.key, record.value, max_bytes).request_id
+    except (CodecError, InvalidCommand):
+        return None
+
+
+@settings(max_examples=6, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.data_too_large, HealthCheck.large_base_example])
+@given(batch=st.lists(hostile_records, min_size=5, max_size=25))
+def test_every_hostile_record_is_dead_lettered_or_runs_and_the_worker_goes_on(
+    batch: list[Hostile], settings: Settings, topics: TopicLayout, worker: WorkerProcess,
+    migrated: sa.Engine,
+) -> None:
+    producer = Producer(settings.kafka_config())
+    placed: list[tuple[Hostile, int, int]] = []
+    for n, record in enumerate(batch):
+        producer.produce(topics.commands, key=record.key, value=record.value,
+                         partition=n % settings.topic_partitions,
+                         on_delivery=lambda err, msg, r=record: placed.append(
+                             (r, msg.partition(), msg.offset())) if err is None else None)
+    # After them, on every partition, a valid command: once it ends, the worker has handled
+    # everything before it.
+    valid = []
+    for partition in range(settings.topic_partitions):
+        entity_id = f"entity-{uuid.uuid4().hex[:10]}"
+        add_entity(migrated, entity_id, "Acme")
+        command = _tenant_command(entity_id)
+        producer.produce(topics.commands, key=command["requestId"].encode(), partition=partition,
+                         value=codec.encode("ProvisionTenantRequest", command))
+        valid.append(command["requestId"])
+    assert producer.flush(30) == 0
+    assert len(placed) == len(batch)
+
+    events = TopicReader(settings, topics.events)
+    events.wait_for(lambda r: all(r.terminal(i) for i in valid), 60, "the valid commands' ends")
+    dlq = DeadLetters(settings, topics.commands_dlq)
+    accepted = {r: _valid_command(r, settings.max_command_bytes) for r, _, _ in placed}
+    expected = {(p, o) for r, p, o in placed if accepted[r] is None}
+    wait_until(lambda: dlq.poll() or expected <= dlq.reasons.keys(), 30,
+               "every invalid record in the DLQ")
+    events.wait_for(lambda r: all(r.terminal(i) for i in accepted.values() if i), 60,
+                    "an end for every record that was a valid command")
+
+    ends = [events.terminal(i)[0].record_name for i in valid]
+    assert ends == ["ProvisioningSucceeded"] * len(valid)
+    for record, partition, offset in placed:
+        if accepted[record] is None:
+            assert dlq.reasons[(partition, offset)], f"{record.kind}: no reason given"
+    assert worker.alive(), worker.log_text()[-3000:]
+    assert "Traceback" not in worker.log_text()
+    dlq.consumer.close()
+    events.close()

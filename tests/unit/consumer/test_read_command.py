@@ -1,0 +1,90 @@
+"""The worker's checks of a commands-topic record (`read_command`): whatever arrives, the result
+is a saga input or a `CodecError`/`InvalidCommand` with a reason, never another exception."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from hostile import (
+    VALID,
+    Hostile,
+    enum_index_out_of_range,
+    hostile_records,
+    missing_field,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consumer.commands import InvalidCommand, read_command
+from provisioning.errors import CodecError
+from sagas import OperatorCancel, StartCommand
+from schemas import codec
+from schemas.examples import EXAMPLES
+
+LIMIT = 64 * 1024
+
+
+@settings(max_examples=400, deadline=None)
+@given(hostile_records)
+def test_a_hostile_record_is_a_command_or_a_clear_rejection(record: Hostile) -> None:
+    try:
+        command = read_command(record.key, record.value, LIMIT)
+    except (CodecError, InvalidCommand) as exc:
+        assert str(exc), record.kind
+    else:
+        assert isinstance(command, StartCommand)
+        assert record.key == command.request_id.encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000), st.one_of(st.none(), st.binary(max_size=40)))
+def test_random_bytes_never_escape_as_another_exception(value: bytes, key: bytes | None) -> None:
+    with pytest.raises((CodecError, InvalidCommand)):
+        read_command(key, value, LIMIT)
+
+
+@pytest.mark.parametrize("record", [
+    Hostile(b"k", VALID["ProvisionTenantRequest"][:-3], "truncated"),
+    Hostile(b"k", codec.MAGIC + b"\x00" * 8 + b"\x02", "wrong fingerprint"),
+    enum_index_out_of_range(),
+    missing_field("ProvisionTenantRequest", "billingInfo"),
+], ids=lambda r: r.kind)
+def test_records_that_can_never_be_valid_are_rejected_by_the_codec(record: Hostile) -> None:
+    with pytest.raises(CodecError):
+        read_command(record.key, record.value, LIMIT)
+
+
+def test_a_command_over_the_size_limit_is_refused_before_decoding() -> None:
+    command = {**EXAMPLES["ProvisionTenantRequest"], "tenantName": "x" * LIMIT}
+    value = codec.encode("ProvisionTenantRequest", command)
+
+    with pytest.raises(InvalidCommand, match=f"over the limit of {LIMIT}"):
+        read_command(command["requestId"].encode(), value, LIMIT)
+
+
+def test_the_key_must_be_the_requestid() -> None:
+    value = VALID["ProvisionUserRequest"]
+
+    with pytest.raises(InvalidCommand, match="is not the command's requestId"):
+        read_command(str(uuid.uuid4()).encode(), value, LIMIT)
+
+
+def test_an_operator_command_becomes_the_operator_input() -> None:
+    value = codec.encode("ProvisioningOperatorCommand",
+                         {**EXAMPLES["ProvisioningOperatorCommand"], "action": "CANCEL"})
+    request_id = EXAMPLES["ProvisioningOperatorCommand"]["requestId"]
+
+    command = read_command(request_id.encode(), value, LIMIT)
+
+    assert isinstance(command, OperatorCancel)
+    assert command.request_id == request_id
+
+
+def test_an_operator_action_this_version_does_not_know_is_refused() -> None:
+    value = codec.encode("ProvisioningOperatorCommand",
+                         {**EXAMPLES["ProvisioningOperatorCommand"], "action": "UNSUPPORTED"})
+    request_id = EXAMPLES["ProvisioningOperatorCommand"]["requestId"]
+
+    with pytest.raises(InvalidCommand, match="not supported"):
+        read_command(request_id.encode(), value, LIMIT)
