@@ -85,9 +85,14 @@ class WorkerOptions:
     min_commit_interval_ms: int = 5
     max_in_flight: int = 10_000
     step_concurrency: int = 32
-    # Steps handed to the thread pool and not finished yet (running or queued) at which the
-    # worker stops starting sagas; it starts them again below 80 % of it.
-    max_queued_steps: int = 256
+    # Steps handed to the thread pool and not finished (running or queued) at which the worker
+    # stops starting sagas, and starts them again below 80 % of it; None: twice
+    # step_concurrency, so a step waits for a thread about as long as one step takes.
+    max_queued_steps: int | None = None
+
+    @property
+    def queued_steps_limit(self) -> int:
+        return self.max_queued_steps or 2 * self.step_concurrency
     idempotency_window_ms: int = 7 * 24 * 3600 * 1000
     poll_batch: int = 500
     stuck_after_ms: int = 15 * 60 * 1000  # a running saga unchanged this long counts as stuck
@@ -555,7 +560,7 @@ class Worker:
         already running go on, and so does everything else the worker reads.
         """
         load = max(self.store.in_flight / self.options.max_in_flight,
-                   self.steps.running / self.options.max_queued_steps)
+                   self.steps.running / self.options.queued_steps_limit)
         if self._paused and load < 0.8:
             self.consumer.resume(self._command_partitions())
             self._paused = False

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,10 +178,15 @@ def _check(report: Report, events: TopicReader, ids: list[str], commands: list[d
                 terminals[record.value["run"]] += 1
         if not terminals:
             report.lost += 1
-        report.duplicated += sum(n - 1 for n in terminals.values() if n > 1)
+            report.notes.append(f"{request_id}: no terminal event")
+        doubled = sum(n - 1 for n in terminals.values() if n > 1)
+        if doubled:
+            report.duplicated += doubled
+            report.notes.append(f"{request_id}: {doubled + 1} terminal events in one run")
         sequences = [r.value["sequence"] for r in trail]
         if sequences != list(range(1, len(sequences) + 1)):
             report.audit_gaps += 1
+            report.notes.append(f"{request_id}: audit trail {sequences}")
         failed_steps: set[tuple[int, str]] = set()
         for record in trail:
             key = (record.value.get("run"), record.value.get("step"))
@@ -202,11 +207,27 @@ def _check(report: Report, events: TopicReader, ids: list[str], commands: list[d
     for command in commands:
         count = tenants.get(command["entityId"], 0)
         expected = 1 if outcome[command["requestId"]] == "ProvisioningSucceeded" else 0
+        if count != expected:
+            report.notes.append(f"{command['requestId']}: {count} tenant rows after "
+                                f"{outcome[command['requestId']]}")
         if count > expected:
             report.duplicated += 1
         elif count < expected:
             report.lost += 1
+    _note_failures(report, events, ids)
     _check_projection(report, ids, engine, settings)
+
+
+def _note_failures(report: Report, events: TopicReader, ids: list[str]) -> None:
+    """How many sagas failed, and why (the reasons' first words)."""
+    reasons: Counter[str] = Counter()
+    for request_id in ids:
+        for record in events.terminal(request_id):
+            if record.record_name == "ProvisioningFailedEvent":
+                reasons[" ".join(record.value["reason"].split()[:4])] += 1
+    if reasons:
+        report.notes.append(f"failed sagas: {sum(reasons.values())} "
+                            f"({', '.join(f'{r}: {n}' for r, n in reasons.most_common(5))})")
 
 
 def _check_projection(report: Report, ids: list[str], engine: sa.Engine,

@@ -21,3 +21,20 @@ kafka_admin = _fixtures.kafka_admin
 layout = _fixtures.layout
 migrated = _fixtures.migrated
 topics = _fixtures.topics
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:  # noqa: ANN001 - pytest's hook
+    """The figures of every run in this session, summed, as one line in
+    `.local/chaos/summary.txt` (`make chaos` prints it last)."""
+    from chaos_run import Report
+    from test_chaos import REPORTS
+
+    if not REPORTS:
+        return
+    total = Report(sagas=sum(r.sagas for r in REPORTS))
+    for field in ("faults", "lost", "duplicated", "audit_gaps", "projection_mismatches",
+                  "retried_steps", "retried_then_completed"):
+        setattr(total, field, sum(getattr(r, field) for r in REPORTS))
+    out = Path(__file__).resolve().parents[2] / ".local" / "chaos"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.txt").write_text(total.line() + "\n")

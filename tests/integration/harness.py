@@ -6,6 +6,7 @@ and `TopicReader` follows a topic read_committed, decoding every record with the
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -128,6 +129,9 @@ class Record:
     headers: dict[str, bytes]
 
 
+READER_LOG = logging.getLogger("tests.topic_reader")
+
+
 class TopicReader:
     """Follows one topic from the beginning with read_committed, keeping every record."""
 
@@ -138,7 +142,7 @@ class TopicReader:
             "isolation.level": "read_committed",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
-        })
+        }, logger=READER_LOG)  # librdkafka's complaints while a broker restarts: not on stderr
         self.consumer.assign([TopicPartition(topic, p, 0)
                               for p in range(settings.topic_partitions)])
         self.records: list[Record] = []
