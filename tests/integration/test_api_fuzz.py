@@ -51,7 +51,7 @@ def fuzz_stack(base_settings: Settings, kafka_admin: AdminClient, migrated: sa.E
     projector = ServiceProcess(settings, log_dir, ("projector", "--group", f"{group}-p")).start()
     api, url = start_api(settings, log_dir, signing_key, max_wait_s=0.5)
     globex = _globex_request(url, migrated, signing_key)
-    yield {"url": url, "globex": globex, "api": api}
+    yield {"url": url, "globex": globex, "api": api, "settings": settings}
     for process in (api, projector, worker):
         assert process.stop() == 0, process.log_text()[-3000:]
 
@@ -119,6 +119,11 @@ def test_no_5xx_no_401_bypass_and_no_other_tenants_data(
 
         calls_of()
     print(f"\napi fuzz: {STATUSES.total()} calls, by status {dict(sorted(STATUSES.items()))}")
+    # Nothing secret in the API's log: no token (valid or not), no database password.
+    log = fuzz_stack["api"].log_text()
+    password = sa.make_url(fuzz_stack["settings"].database_url_plain()).password
+    assert password and password not in log
+    assert not [name for name, bearer in bearers.items() if bearer and bearer in log]
 
 
 def check_calls(case: schemathesis.Case, fuzz_stack: dict, bearers: dict[str, str | None]
