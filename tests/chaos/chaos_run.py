@@ -214,6 +214,8 @@ def _check(report: Report, events: TopicReader, ids: list[str], commands: list[d
             report.duplicated += 1
         elif count < expected:
             report.lost += 1
+    report.notes.append(f"transient failures: {report.retried_steps} steps, "
+                        f"{report.retried_then_completed} completed on a retry")
     _note_failures(report, events, ids)
     _check_projection(report, ids, engine, settings)
 

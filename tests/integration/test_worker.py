@@ -107,6 +107,9 @@ def test_poison_commands_go_to_the_dlq_and_the_partition_keeps_moving(
     bad_email = {**EXAMPLES["ProvisionUserRequest"], "email": "not-an-address"}
     producer.produce(topics.commands, key=bad_email["requestId"].encode(), partition=0,
                      value=codec.encode("ProvisionUserRequest", bad_email))
+    huge = {**_tenant_command("entity-x"), "tenantName": "x" * settings.max_command_bytes}
+    producer.produce(topics.commands, key=huge["requestId"].encode(), partition=1,
+                     value=codec.encode("ProvisionTenantRequest", huge))
     producer.flush(10)
     entity_id = f"entity-{uuid.uuid4().hex[:10]}"
     add_entity(migrated, entity_id, "Acme")
@@ -116,7 +119,7 @@ def test_poison_commands_go_to_the_dlq_and_the_partition_keeps_moving(
 
     events = TopicReader(settings, topics.events)
     events.wait_for(lambda r: r.terminal(command["requestId"]), 60, "the valid saga's end")
-    poison_count = 2 * settings.topic_partitions + 2
+    poison_count = 2 * settings.topic_partitions + 3
     dlq = _raw_records(settings, topics.commands_dlq, poison_count)
 
     assert events.terminal(command["requestId"])[0].record_name == "ProvisioningSucceeded"
@@ -124,6 +127,7 @@ def test_poison_commands_go_to_the_dlq_and_the_partition_keeps_moving(
     reasons = b" | ".join(h["dlq-reason"] for h in dlq)
     assert b"is not a provisioning command" in reasons
     assert b"email" in reasons
+    assert f"over the limit of {settings.max_command_bytes}".encode() in reasons
     assert all(headers["dlq-reason"] for headers in dlq)
     assert {h["dlq-origin-topic"] for h in dlq} == {topics.commands.encode()}
     rejected = [r for r in events.by_key.get(poison_key.decode(), [])
