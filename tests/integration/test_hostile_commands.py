@@ -5,17 +5,14 @@ end), the worker stays up, and the valid command sent after them completes."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
 from confluent_kafka import Consumer, Producer, TopicPartition
 from harness import TopicReader, WorkerProcess, wait_until
 from hostile import Hostile, hostile_records
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_worker import _tenant_command
+from test_worker import _tenant_command, worker  # noqa: F401 - the worker fixture
 
 from consumer.commands import InvalidCommand, read_command
 from consumer.participants.builtin.registry import add_entity
@@ -23,15 +20,6 @@ from provisioning.errors import CodecError
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout
 from schemas import codec
-
-
-@pytest.fixture
-def worker(settings: Settings, topics: TopicLayout, migrated: sa.Engine, tmp_path: Path,
-           group_id: str) -> Iterator[WorkerProcess]:
-    process = WorkerProcess(settings, tmp_path, group_id).start()
-    yield process
-    code = process.stop()
-    assert code == 0, f"worker did not shut down cleanly ({code}):\n{process.log_text()[-3000:]}"
 
 
 class DeadLetters:
@@ -66,7 +54,8 @@ def _valid_command(record: Hostile, max_bytes: int) -> str | None:
                                  HealthCheck.data_too_large, HealthCheck.large_base_example])
 @given(batch=st.lists(hostile_records, min_size=5, max_size=25))
 def test_every_hostile_record_is_dead_lettered_or_runs_and_the_worker_goes_on(
-    batch: list[Hostile], settings: Settings, topics: TopicLayout, worker: WorkerProcess,
+    batch: list[Hostile], settings: Settings, topics: TopicLayout,
+    worker: WorkerProcess,  # noqa: F811 - the fixture imported above
     migrated: sa.Engine,
 ) -> None:
     producer = Producer(settings.kafka_config())
