@@ -49,6 +49,7 @@ class Report:
     projection_mismatches: int = 0
     retried_steps: int = 0
     retried_then_completed: int = 0
+    secrets_in_logs: int = 0  # log files of the run that contain the database password
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -97,10 +98,14 @@ class Workers:
 
 
 def run_chaos(settings: Settings, engine: sa.Engine, log_dir: Path, sagas: int,
-              faults: list[str], workers: int = 2, seed: int = 7,
+              faults: list[str], workers: int = 2, seed: int | None = None,
               timeout_s: float = 900) -> Report:
+    """`seed` picks the moments of the faults and the workers killed; None: a new one, printed
+    in the notes so that a run can be repeated."""
+    seed = random.SystemRandom().randrange(2**32) if seed is None else seed
     rng = random.Random(seed)
     report = Report(sagas=sagas)
+    report.notes.append(f"seed {seed}")
     run = uuid.uuid4().hex[:8]
     commands = [_tenant_command(f"chaos-{run}-{i}") for i in range(sagas)]
     with engine.begin() as conn:
@@ -119,18 +124,22 @@ def run_chaos(settings: Settings, engine: sa.Engine, log_dir: Path, sagas: int,
         with CommandPublisher(settings) as publisher:
             for command in commands:
                 publisher.publish("ProvisionTenantRequest", command)
-        schedule = [(0.15 + 0.7 * n / max(1, len(faults)), fault)
-                    for n, fault in enumerate(faults)]
+        # Each fault at a random moment: when that share of the sagas has ended.
+        moments = sorted(rng.uniform(0.05, 0.85) for _ in faults)
+        schedule = list(zip(moments, faults, strict=True))
         deadline = time.monotonic() + timeout_s
         while sum(1 for i in ids if events.terminal(i)) < sagas:
             assert time.monotonic() < deadline, report.line() + " (timed out)"
             events.poll(0.5)
             done = sum(1 for i in ids if events.terminal(i)) / sagas
             while schedule and done >= schedule[0][0]:
-                _inject(schedule.pop(0)[1], pool, services, rng, report)
+                _, fault = schedule.pop(0)
+                _inject(fault, pool, services, rng, report)
+                report.notes[-1] += f" at {done:.0%} of the sagas ended"
         _settle(events)
         pool.stop()
         _check(report, events, ids, commands, engine, settings)
+        _check_logs(report, log_dir, settings)
     finally:
         pool.stop()
         projector.stop()
@@ -230,6 +239,16 @@ def _note_failures(report: Report, events: TopicReader, ids: list[str]) -> None:
     if reasons:
         report.notes.append(f"failed sagas: {sum(reasons.values())} "
                             f"({', '.join(f'{r}: {n}' for r, n in reasons.most_common(5))})")
+
+
+def _check_logs(report: Report, log_dir: Path, settings: Settings) -> None:
+    """Errors logged while the database or broker was away must not carry the password."""
+    password = sa.make_url(settings.database_url_plain()).password
+    assert password, "the run's database URL has no password to look for"
+    for log in sorted(log_dir.glob("*.log")):
+        if password.encode() in log.read_bytes():
+            report.secrets_in_logs += 1
+            report.notes.append(f"{log.name}: contains the database password")
 
 
 def _check_projection(report: Report, ids: list[str], engine: sa.Engine,

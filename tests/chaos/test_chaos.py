@@ -30,12 +30,14 @@ def check(report: Report) -> None:
     assert (report.lost, report.duplicated, report.audit_gaps,
             report.projection_mismatches) == (0, 0, 0, 0), report.line()
     assert report.retry_success > 0.95, report.line()
+    assert report.secrets_in_logs == 0, report.notes
 
 
 def test_kill_and_broker_restart_small(settings: Settings, topics: TopicLayout,
                                        migrated: sa.Engine, tmp_path: Path) -> None:
+    # A fixed seed: the same moments in every `make test`.
     check(run_chaos(settings, migrated, tmp_path, sagas=80, faults=["kill", "broker"],
-                    timeout_s=240))
+                    seed=7, timeout_s=240))
 
 
 @pytest.mark.chaos
@@ -43,6 +45,7 @@ def test_kill_and_broker_restart_small(settings: Settings, topics: TopicLayout,
 def test_chaos_under_load(settings: Settings, topics: TopicLayout, migrated: sa.Engine,
                           tmp_path: Path) -> None:
     sagas = int(os.environ.get("PROVISIONING_CHAOS_SAGAS", "2000"))
+    seed = os.environ.get("PROVISIONING_CHAOS_SEED")  # repeat a run: its seed is in the notes
     check(run_chaos(settings, migrated, tmp_path, sagas=sagas, workers=3,
                     faults=["kill", "kill", "add", "kill", "broker", "postgres", "kill"],
-                    timeout_s=1500))
+                    seed=int(seed) if seed else None, timeout_s=1500))

@@ -93,6 +93,8 @@ def test_every_hostile_record_is_dead_lettered_or_runs_and_the_worker_goes_on(
     for record, partition, offset in placed:
         if accepted[record] is None:
             assert dlq.reasons[(partition, offset)], f"{record.kind}: no reason given"
+    ran = sum(1 for r, _, _ in placed if accepted[r] is not None)
+    print(f"\nhostile: {len(placed)} records, {len(placed) - ran} dead-lettered, {ran} ran")
     assert worker.alive(), worker.log_text()[-3000:]
     assert "Traceback" not in worker.log_text()
     dlq.consumer.close()
