@@ -44,13 +44,24 @@ class Workers:
             self.processes.append(self.spawn(f"w{i}"))
         return self
 
+    @property
+    def log_dir(self) -> Path:
+        return ROOT / self.settings.dev_dir / "bench" / "logs"
+
     def spawn(self, instance: str) -> subprocess.Popen:
         env = {**os.environ, **environment(self.settings)}
-        return subprocess.Popen(
-            [sys.executable, "-m", "bench.worker_main", "--participants", self.participants,
-             "--group", self.group, "--instance", instance,
-             *(["--static-membership"] if self.static_membership else [])],
-            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with (self.log_dir / f"{self.group}-{instance}.log").open("ab") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "bench.worker_main", "--participants", self.participants,
+                 "--group", self.group, "--instance", instance,
+                 *(["--static-membership"] if self.static_membership else [])],
+                env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+    def describe(self) -> str:
+        """Where the workers log, and which have exited (for an error message)."""
+        codes = [p.returncode for p in self.processes if p.poll() is not None]
+        return f"logs in {self.log_dir}/{self.group}-*.log; exited: {codes or 'none'}"
 
     def usage(self) -> tuple[float, float]:
         """CPU seconds used and the largest peak RSS (MiB) of the live worker processes."""
@@ -191,7 +202,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 def warm_up(settings: Settings, reader: SuccessReader, engine: sa.Engine | None,
-            timeout_s: float = 60) -> None:
+            pool: Workers, timeout_s: float = 60) -> None:
     """One saga end to end, so the workers are assigned and restored before timing starts."""
     commands = tenant_commands(1, f"warm{uuid.uuid4().hex[:6]}")
     if engine is not None:
@@ -201,7 +212,7 @@ def warm_up(settings: Settings, reader: SuccessReader, engine: sa.Engine | None,
     while commands[0]["requestId"] not in reader.done:
         if time.time() > deadline:
             raise RuntimeError("the workers did not finish a first saga within "
-                               f"{timeout_s:.0f} s (see `provisioning worker` logs)")
+                               f"{timeout_s:.0f} s ({pool.describe()})")
         reader.poll(0.1)
 
 
@@ -213,7 +224,7 @@ def run_engine(base: Settings, n: int, *, workers: int = 1, participants: str = 
     reader = SuccessReader(settings)
     try:
         db = engine if participants == "postgres" else None
-        warm_up(settings, reader, db)
+        warm_up(settings, reader, db, pool)
         commands = tenant_commands(n, uuid.uuid4().hex[:8])
         if db is not None:
             register_entities(db, commands)

@@ -79,7 +79,7 @@ def run_failover(base: Settings, rate: float, same_instance: bool) -> dict[str, 
     stop = threading.Event()
     feeder = threading.Thread(target=_feed, args=(settings, rate, stop), daemon=True)
     try:
-        warm_up(settings, reader, None)
+        warm_up(settings, reader, None, pool)
         feeder.start()
         until = time.time() + 3
         while time.time() < until:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from provisioning.errors import TransientError
 from sagas import SagaState, Status
@@ -118,14 +119,17 @@ def restore_partition(
     partition: int,
     decode: Callable[[bytes], SagaState],
     timeout_s: float = 120.0,
+    leader_wait_s: float = 60.0,
 ) -> tuple[dict[str, SagaState | Parked], RestoreReport]:
-    """Read one state partition to its end; the latest record per key wins, tombstones delete."""
+    """Read one state partition to its end; the latest record per key wins, tombstones delete.
+
+    Waits up to `leader_wait_s` for the partition's leader: a topic created a moment ago (or a
+    broker restarting) answers "unknown partition" or "not leader" for a while, and a worker
+    assigned such a partition must not end over it. Then raises `TransientError`.
+    """
     started = time.perf_counter()
     tp = TopicPartition(topic, partition)
-    try:
-        low, end = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-    except KafkaException as exc:
-        raise TransientError(f"reading watermarks of {topic}[{partition}]: {exc}") from exc
+    low, end = _watermarks(consumer, tp, leader_wait_s)
     states: dict[str, SagaState | Parked] = {}
     records = 0
     if end > low:
@@ -136,6 +140,19 @@ def restore_partition(
     log.info("restored partition", extra={"partition": partition, "states": len(states),
                                            "records": records, "seconds": report.seconds})
     return states, report
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, wait_s: float) -> tuple[int, int]:
+    try:
+        for attempt in Retrying(retry=retry_if_exception_type(KafkaException),
+                                wait=wait_exponential(multiplier=0.05, max=2),
+                                stop=stop_after_delay(wait_s), reraise=True):
+            with attempt:
+                low, end = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+                return low, end
+    except KafkaException as exc:
+        raise TransientError(f"reading watermarks of {tp.topic}[{tp.partition}]: {exc}") from exc
+    raise AssertionError("unreachable")
 
 
 def _read_to(
