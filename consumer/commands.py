@@ -202,7 +202,10 @@ def command_from_params(
     same and the worker treats it as the same request: a FAILED one starts its next run.
     """
     record_name = RECORD_OF_WORKFLOW[workflow_type]
-    command = {**unflatten(params), "requestId": request_id, "replyTo": reply_to,
+    # An empty map flattens to nothing: it comes back empty (resourceSpec {} of a resource).
+    maps = {f["name"]: {} for f in codec.schema(record_name).schema["fields"]
+            if isinstance(f["type"], dict) and f["type"].get("type") == "map"}
+    command = {**maps, **unflatten(params), "requestId": request_id, "replyTo": reply_to,
                "requestedAt": requested_at}
     return record_name, command
 

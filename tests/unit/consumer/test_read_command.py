@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 from hostile import (
+    COMMANDS,
     VALID,
     Hostile,
     enum_index_out_of_range,
@@ -16,7 +17,7 @@ from hostile import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumer.commands import InvalidCommand, read_command
+from consumer.commands import InvalidCommand, command_from_params, read_command, to_start_command
 from provisioning.errors import CodecError
 from sagas import OperatorCancel, StartCommand
 from schemas import codec
@@ -88,3 +89,22 @@ def test_an_operator_action_this_version_does_not_know_is_refused() -> None:
 
     with pytest.raises(InvalidCommand, match="not supported"):
         read_command(request_id.encode(), value, LIMIT)
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+@pytest.mark.parametrize("empty_spec", [True, False])
+def test_a_command_rebuilt_from_its_saga_params_encodes_and_hashes_the_same(
+    name: str, empty_spec: bool,
+) -> None:
+    """What a retry of a FAILED request sends: its parameters, flattened and back."""
+    value = dict(EXAMPLES[name])
+    if empty_spec and "resourceSpec" in value:
+        value["resourceSpec"] = {}
+    start = to_start_command(name, value)
+
+    record_name, rebuilt = command_from_params(
+        start.workflow_type, start.request_id, start.params, reply_to=start.reply_to,
+        requested_at=value["requestedAt"])
+
+    assert record_name == name
+    assert to_start_command(name, codec.decode(codec.encode(name, rebuilt)).value) == start
