@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
@@ -93,6 +93,7 @@ WORKFLOW_OF_RECORD: dict[str, tuple[str, type[_Command]]] = {
 
 
 OperatorInput = OperatorCancel | OperatorRetry | OperatorResume
+M = TypeVar("M", bound=BaseModel)
 
 
 def read_command(key: bytes | None, value: bytes, max_bytes: int) -> StartCommand | OperatorInput:
@@ -126,10 +127,7 @@ class OperatorCommand(BaseModel):
 
 def to_operator_input(value: Mapping[str, Any]) -> OperatorInput:
     """An operator's CANCEL, RETRY or RESUME as the saga's input."""
-    try:
-        command = OperatorCommand.model_validate(dict(value))
-    except ValidationError as exc:
-        raise InvalidCommand(_describe(exc)) from None
+    command = _validated(OperatorCommand, value)
     request_id, operator, reason = str(command.requestId), command.operator, command.reason
     if command.action == "CANCEL":
         return OperatorCancel(request_id=request_id, operator=operator,
@@ -149,10 +147,7 @@ def to_start_command(record_name: str, value: Mapping[str, Any]) -> StartCommand
         raise InvalidCommand(f"{record_name} is not a provisioning command") from None
     if "resourceType" in value and value["resourceType"] == "UNSUPPORTED":
         raise InvalidCommand("resourceType UNSUPPORTED: this service does not know that type")
-    try:
-        command = model.model_validate(dict(value))
-    except ValidationError as exc:
-        raise InvalidCommand(_describe(exc)) from None
+    command = _validated(model, value)
     params = flatten(command.model_dump(exclude={"requestId", "replyTo", "requestedAt"},
                                         exclude_none=True))
     return StartCommand(
@@ -203,11 +198,20 @@ def command_from_params(
     """
     record_name = RECORD_OF_WORKFLOW[workflow_type]
     # An empty map flattens to nothing: it comes back empty (resourceSpec {} of a resource).
-    maps = {f["name"]: {} for f in codec.schema(record_name).schema["fields"]
-            if isinstance(f["type"], dict) and f["type"].get("type") == "map"}
+    fields = codec.schema(record_name).schema["fields"]
+    maps: dict[str, dict[str, str]] = {
+        f["name"]: {} for f in fields
+        if isinstance(f["type"], dict) and f["type"].get("type") == "map"}
     command = {**maps, **unflatten(params), "requestId": request_id, "replyTo": reply_to,
                "requestedAt": requested_at}
     return record_name, command
+
+
+def _validated(model: type[M], value: Mapping[str, Any]) -> M:
+    try:
+        return model.model_validate(dict(value))
+    except ValidationError as exc:
+        raise InvalidCommand(_describe(exc)) from None
 
 
 def _describe(exc: ValidationError) -> str:

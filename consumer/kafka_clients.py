@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from provisioning.settings import Settings
 
 log = logging.getLogger("provisioning.kafka")
+T = TypeVar("T")
 
 
 def transactional_producer(settings: Settings, transactional_id: str) -> Producer:
@@ -72,3 +75,16 @@ def restore_consumer(settings: Settings) -> Consumer:
         "fetch.wait.max.ms": 10,
     }
     return Consumer(config, logger=log)
+
+
+def while_broker_unavailable(operation: Callable[[], T], wait_s: float = 60.0,
+                             first_wait_s: float = 0.5, max_wait_s: float = 5.0) -> T:
+    """`operation()` (a call to the broker outside the poll loop), repeated with growing waits
+    while it raises `KafkaException`: the broker restarting, or a partition of a topic created
+    a moment ago without its leader yet. After `wait_s` the last error is raised."""
+    for attempt in Retrying(retry=retry_if_exception_type(KafkaException),
+                            wait=wait_exponential(multiplier=first_wait_s, max=max_wait_s),
+                            stop=stop_after_delay(wait_s), reraise=True):
+        with attempt:
+            return operation()
+    raise AssertionError("unreachable")

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from consumer.kafka_clients import while_broker_unavailable
 from provisioning.errors import TransientError
 from sagas import SagaState, Status
 
@@ -144,15 +144,11 @@ def restore_partition(
 
 def _watermarks(consumer: Consumer, tp: TopicPartition, wait_s: float) -> tuple[int, int]:
     try:
-        for attempt in Retrying(retry=retry_if_exception_type(KafkaException),
-                                wait=wait_exponential(multiplier=0.05, max=2),
-                                stop=stop_after_delay(wait_s), reraise=True):
-            with attempt:
-                low, end = consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-                return low, end
+        return while_broker_unavailable(
+            lambda: consumer.get_watermark_offsets(tp, timeout=10, cached=False),
+            wait_s=wait_s, first_wait_s=0.05, max_wait_s=2)
     except KafkaException as exc:
         raise TransientError(f"reading watermarks of {tp.topic}[{tp.partition}]: {exc}") from exc
-    raise AssertionError("unreachable")
 
 
 def _read_to(

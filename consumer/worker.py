@@ -34,7 +34,12 @@ from consumer import wire
 from consumer.checkpoint import Checkpoint, ProducerFenced, TransactionAborted
 from consumer.commands import InvalidCommand, read_command
 from consumer.dlq import dlq_headers, readable_request_id
-from consumer.kafka_clients import group_consumer, restore_consumer, transactional_producer
+from consumer.kafka_clients import (
+    group_consumer,
+    restore_consumer,
+    transactional_producer,
+    while_broker_unavailable,
+)
 from consumer.observe import SagaObserver
 from consumer.participants.base import Action, Outcome, Participant, StepCall
 from consumer.routing import Routing
@@ -89,10 +94,6 @@ class WorkerOptions:
     # stops starting sagas, and starts them again below 80 % of it; None: twice
     # step_concurrency, so a step waits for a thread about as long as one step takes.
     max_queued_steps: int | None = None
-
-    @property
-    def queued_steps_limit(self) -> int:
-        return self.max_queued_steps or 2 * self.step_concurrency
     idempotency_window_ms: int = 7 * 24 * 3600 * 1000
     poll_batch: int = 500
     stuck_after_ms: int = 15 * 60 * 1000  # a running saga unchanged this long counts as stuck
@@ -100,6 +101,10 @@ class WorkerOptions:
     # the same id (a StatefulSet pod) gets its partitions back at once, without a rebalance;
     # a worker that leaves for good is only replaced after the session timeout.
     static_membership: bool = False
+
+    @property
+    def queued_steps_limit(self) -> int:
+        return self.max_queued_steps or 2 * self.step_concurrency
 
 
 @dataclass(frozen=True, slots=True)
@@ -606,7 +611,7 @@ class Worker:
         admin = AdminClient(self.settings.kafka_config(), logger=log)
         specs = self.topics.specs(self.settings.topic_partitions,
                                   participants=sorted(self.routing.kafka_participants()))
-        metadata = _retrying(lambda: admin.list_topics(timeout=10), "reading the topics")
+        metadata = while_broker_unavailable(lambda: admin.list_topics(timeout=10))
         missing = [s.name for s in specs if s.name not in metadata.topics]
         if missing:
             raise ConfigurationError(
@@ -640,18 +645,6 @@ def _step_call(effect: ExecuteStep | CompensateStep, action: Action) -> StepCall
         idempotency_key=effect.idempotency_key, params=dict(effect.params),
         deadline_at=effect.deadline_at,
     )
-
-
-def _retrying(operation: Callable[[], Any], what: str, wait_s: float = 60.0) -> Any:
-    """A start-up call to the broker, retried while the broker is away (e.g. restarting)."""
-    from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
-
-    for attempt in Retrying(retry=retry_if_exception_type(KafkaException),
-                            wait=wait_exponential(multiplier=0.5, max=5),
-                            stop=stop_after_delay(wait_s), reraise=True):
-        with attempt:
-            return operation()
-    raise AssertionError("unreachable")
 
 
 def _header(message: Message, name: str) -> str | None:
