@@ -98,13 +98,13 @@ def _huge(name: str, field: str, size: int) -> Hostile:
     return Hostile(datum["requestId"].encode(), codec.encode(name, datum), f"huge {field}")
 
 
-enum_out_of_range = st.builds(lambda: enum_index_out_of_range())
-
-
 def enum_index_out_of_range() -> Hostile:
     datum = _fresh("ProvisionTenantRequest", subscriptionPlan="GALACTIC")
     return Hostile(datum["requestId"].encode(),
                    _with_writer("ProvisionTenantRequest", _extra_plan, datum), "enum index")
+
+
+enum_out_of_range = st.builds(enum_index_out_of_range)
 
 
 missing_fields = st.sampled_from(

@@ -6,6 +6,8 @@ makes its own requestIds, entities and tenants, so tests do not see each other's
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -47,15 +49,17 @@ def signing_key(tmp_path_factory: pytest.TempPathFactory) -> DevSigningKey:
     return DevSigningKey(tmp_path_factory.mktemp("dev") / "auth").ensure()
 
 
+def make_token(key: DevSigningKey, subject: str = "ada", tenant: str = "platform",
+               permissions: tuple[str, ...] = ALL_PERMISSIONS, ttl_s: int = 600) -> str:
+    """A bearer token signed by `key`, for the issuer and audience the stacks here expect."""
+    return issue_token(key.private_key_pem(), key_id=KEY_ID, issuer="provisioning-dev",
+                       audience="provisioning-api", subject=subject, tenant_id=tenant,
+                       permissions=permissions, ttl_s=ttl_s, now=int(time.time()))
+
+
 @pytest.fixture(scope="module")
 def token(signing_key: DevSigningKey) -> Token:
-    def make(subject: str = "ada", tenant: str = "platform",
-             permissions: tuple[str, ...] = ALL_PERMISSIONS, ttl_s: int = 600) -> str:
-        return issue_token(signing_key.private_key_pem(), key_id=KEY_ID,
-                           issuer="provisioning-dev", audience="provisioning-api",
-                           subject=subject, tenant_id=tenant, permissions=permissions,
-                           ttl_s=ttl_s, now=int(time.time()))
-    return make
+    return functools.partial(make_token, signing_key)
 
 
 def start_api(settings: Settings, log_dir: Path, signing_key: DevSigningKey,
@@ -84,25 +88,36 @@ def stack_settings(base_settings: Settings) -> Settings:
         update={"topic_prefix": f"{base_settings.topic_prefix}.api{uuid.uuid4().hex[:8]}"})
 
 
+@contextlib.contextmanager
+def running_stack(settings: Settings, kafka_admin: AdminClient, log_dir: Path,
+                  signing_key: DevSigningKey, *, routing: str | None = None,
+                  participants: tuple[str, ...] = (), max_wait_s: float = 30
+                  ) -> Iterator[tuple[str, ServiceProcess]]:
+    """Topics, worker, projector and API on `settings`' topic prefix; yields the API's URL and
+    process, and checks on the way out that all three stopped cleanly."""
+    create_topics(kafka_admin, TopicLayout(settings.topic_prefix).specs(3, list(participants)))
+    extra_env = {}
+    if routing is not None:
+        (log_dir / "routing.toml").write_text(routing)
+        extra_env["PROVISIONING_ROUTING_FILE"] = str(log_dir / "routing.toml")
+    group = f"api-{uuid.uuid4().hex[:8]}"
+    worker = WorkerProcess(settings, log_dir, group, extra_env=extra_env).start()
+    projector = ServiceProcess(settings, log_dir, ("projector", "--group", f"{group}-p")).start()
+    api, url = start_api(settings, log_dir, signing_key, max_wait_s=max_wait_s)
+    yield url, api
+    codes = {process.args[0]: (process.stop(), process) for process in (api, projector, worker)}
+    for name, (code, process) in codes.items():
+        assert code == 0, f"{name} exited {code}: {process.log_text()[-3000:]}"
+
+
 @pytest.fixture(scope="module")
 def stack(stack_settings: Settings, kafka_admin: AdminClient, migrated: sa.Engine,
           tmp_path_factory: pytest.TempPathFactory, signing_key: DevSigningKey
           ) -> Iterator[str]:
     """Worker, projector and API on a topic prefix of this module; yields the API's URL."""
-    settings = stack_settings
-    create_topics(kafka_admin, TopicLayout(settings.topic_prefix).specs(3, [SILENT]))
-    log_dir = tmp_path_factory.mktemp("stack")
-    routing = log_dir / "routing.toml"
-    routing.write_text(ROUTING)
-    group = f"api-{uuid.uuid4().hex[:8]}"
-    worker = WorkerProcess(settings, log_dir, group,
-                           extra_env={"PROVISIONING_ROUTING_FILE": str(routing)}).start()
-    projector = ServiceProcess(settings, log_dir, ("projector", "--group", f"{group}-p")).start()
-    api, url = start_api(settings, log_dir, signing_key)
-    yield url
-    codes = {process.args[0]: (process.stop(), process) for process in (api, projector, worker)}
-    for name, (code, process) in codes.items():
-        assert code == 0, f"{name} exited {code}: {process.log_text()[-3000:]}"
+    with running_stack(stack_settings, kafka_admin, tmp_path_factory.mktemp("stack"),
+                       signing_key, routing=ROUTING, participants=(SILENT,)) as (url, _):
+        yield url
 
 
 @pytest.fixture

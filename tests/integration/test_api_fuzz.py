@@ -9,28 +9,31 @@ call is aimed at that request's id.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 import schemathesis
 import sqlalchemy as sa
 from confluent_kafka.admin import AdminClient
-from harness import ServiceProcess, WorkerProcess, wait_until
+from harness import wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import APIOperation, GenerationMode
-from test_api import auth, signing_key, start_api, tenant_body  # noqa: F401 - a fixture
+from test_api import (  # noqa: F401 - signing_key: a fixture
+    auth,
+    make_token,
+    running_stack,
+    signing_key,
+    tenant_body,
+)
 
-from api.auth import ALL_PERMISSIONS, OPERATE, issue_token
+from api.auth import ALL_PERMISSIONS, OPERATE
 from consumer.participants.builtin.registry import add_entity
-from provisioning.devservices.signing_key import KEY_ID, DevSigningKey
+from provisioning.devservices.signing_key import DevSigningKey
 from provisioning.settings import Settings
-from provisioning.topics import TopicLayout, create_topics
 
 PREFIX = "/api/v1/provisioning"
 CALLER_TENANT = "acme"
@@ -44,30 +47,17 @@ def fuzz_stack(base_settings: Settings, kafka_admin: AdminClient, migrated: sa.E
     """A stack of this module's own, with one finished request of another tenant, globex."""
     settings = base_settings.model_copy(
         update={"topic_prefix": f"{base_settings.topic_prefix}.fz{uuid.uuid4().hex[:8]}"})
-    create_topics(kafka_admin, TopicLayout(settings.topic_prefix).specs(3))
-    log_dir: Path = tmp_path_factory.mktemp("fuzz")
-    group = f"fuzz-{uuid.uuid4().hex[:8]}"
-    worker = WorkerProcess(settings, log_dir, group).start()
-    projector = ServiceProcess(settings, log_dir, ("projector", "--group", f"{group}-p")).start()
-    api, url = start_api(settings, log_dir, signing_key, max_wait_s=0.5)
-    globex = _globex_request(url, migrated, signing_key)
-    yield {"url": url, "globex": globex, "api": api, "settings": settings}
-    for process in (api, projector, worker):
-        assert process.stop() == 0, process.log_text()[-3000:]
-
-
-def _token(key: DevSigningKey, tenant: str, permissions: tuple[str, ...], ttl_s: int = 600,
-           subject: str = "ada") -> str:
-    return issue_token(key.private_key_pem(), key_id=KEY_ID, issuer="provisioning-dev",
-                       audience="provisioning-api", subject=subject, tenant_id=tenant,
-                       permissions=permissions, ttl_s=ttl_s, now=int(time.time()))
+    with running_stack(settings, kafka_admin, tmp_path_factory.mktemp("fuzz"), signing_key,
+                       max_wait_s=0.5) as (url, api):
+        globex = _globex_request(url, migrated, signing_key)
+        yield {"url": url, "globex": globex, "api": api, "settings": settings}
 
 
 def _globex_request(url: str, engine: sa.Engine, key: DevSigningKey) -> dict[str, str]:
     """A tenant request of globex's, run to its end, and the strings that would betray it."""
     entity = f"globex-{uuid.uuid4().hex[:8]}"
     add_entity(engine, entity, "Globex")
-    bearer = _token(key, "globex", ALL_PERMISSIONS, subject="grace")
+    bearer = make_token(key, subject="grace", tenant="globex")
     body = tenant_body(entity, tenantName="Globex Secret Name")
     answer = httpx.post(f"{url}{PREFIX}/tenant", json=body, headers=auth(bearer, "globex"))
     assert answer.status_code == 202, answer.text
@@ -95,11 +85,12 @@ def bearers(signing_key: DevSigningKey, tmp_path_factory: pytest.TempPathFactory
     stranger = DevSigningKey(tmp_path_factory.mktemp("stranger") / "auth").ensure()
     caller = tuple(p for p in ALL_PERMISSIONS if p != OPERATE)
     return {
-        "valid": _token(signing_key, CALLER_TENANT, caller),
+        "valid": make_token(signing_key, tenant=CALLER_TENANT, permissions=caller),
         "missing": None,
         "garbage": "not-a-jwt",
-        "forged": _token(stranger, CALLER_TENANT, ALL_PERMISSIONS),
-        "expired": _token(signing_key, CALLER_TENANT, caller, ttl_s=-3600),
+        "forged": make_token(stranger, tenant=CALLER_TENANT),
+        "expired": make_token(signing_key, tenant=CALLER_TENANT, permissions=caller,
+                              ttl_s=-3600),
     }
 
 
