@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from provisioning.settings import Settings
@@ -88,3 +88,13 @@ def while_broker_unavailable(operation: Callable[[], T], wait_s: float = 60.0,
         with attempt:
             return operation()
     raise AssertionError("unreachable")
+
+
+def watermarks(consumer: Consumer, tp: TopicPartition, wait_s: float = 60.0) -> tuple[int, int]:
+    """The low and high offsets of `tp`. A partition of a topic created a moment ago (or of a
+    restarting broker) answers "not leader" or "unknown partition" for a while: wait up to
+    `wait_s` for its leader, then raise the last `KafkaException`."""
+    low, high = while_broker_unavailable(
+        lambda: consumer.get_watermark_offsets(tp, timeout=10, cached=False),
+        wait_s=wait_s, first_wait_s=0.05, max_wait_s=2)
+    return low, high

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from consumer.kafka_clients import while_broker_unavailable
+from consumer.kafka_clients import watermarks
 from provisioning.errors import TransientError
 from sagas import SagaState, Status
 
@@ -129,7 +129,10 @@ def restore_partition(
     """
     started = time.perf_counter()
     tp = TopicPartition(topic, partition)
-    low, end = _watermarks(consumer, tp, leader_wait_s)
+    try:
+        low, end = watermarks(consumer, tp, leader_wait_s)
+    except KafkaException as exc:
+        raise TransientError(f"reading watermarks of {topic}[{partition}]: {exc}") from exc
     states: dict[str, SagaState | Parked] = {}
     records = 0
     if end > low:
@@ -140,15 +143,6 @@ def restore_partition(
     log.info("restored partition", extra={"partition": partition, "states": len(states),
                                            "records": records, "seconds": report.seconds})
     return states, report
-
-
-def _watermarks(consumer: Consumer, tp: TopicPartition, wait_s: float) -> tuple[int, int]:
-    try:
-        return while_broker_unavailable(
-            lambda: consumer.get_watermark_offsets(tp, timeout=10, cached=False),
-            wait_s=wait_s, first_wait_s=0.05, max_wait_s=2)
-    except KafkaException as exc:
-        raise TransientError(f"reading watermarks of {tp.topic}[{tp.partition}]: {exc}") from exc
 
 
 def _read_to(

@@ -27,6 +27,7 @@ from confluent_kafka import (
 )
 
 from consumer.commands import InvalidCommand, to_start_command, unflatten
+from consumer.kafka_clients import watermarks
 from producers.commands import COMMAND_RECORDS, producer_config
 from provisioning.errors import CodecError, ProvisioningError, TransientError
 from provisioning.settings import Settings
@@ -34,6 +35,9 @@ from provisioning.topics import TopicLayout
 from schemas import codec
 
 OPERATOR_RECORD = "ProvisioningOperatorCommand"
+# Reads are interactive (CLI, API): a DLQ partition without a leader yet (a topic created a
+# moment ago) is waited for briefly, not for the worker's full minute.
+LEADER_WAIT_S = 10.0
 
 
 class DeadLetterNotFound(ProvisioningError):
@@ -73,7 +77,7 @@ def read_dead_letters(settings: Settings, *, limit: int = 100,
         if since_ms is not None:
             starts = consumer.offsets_for_times(
                 [TopicPartition(topic, p, since_ms) for p in partitions], timeout=10)
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        ends = {p: watermarks(consumer, TopicPartition(topic, p), LEADER_WAIT_S)[1]
                 for p in partitions}
         letters: list[DeadLetter] = []
         live = [tp for tp in starts if tp.offset != -1 and ends[tp.partition] > 0]
@@ -102,7 +106,7 @@ def find(settings: Settings, ref: str) -> DeadLetter:
     try:
         if partition not in _partitions(consumer, topic):
             raise DeadLetterNotFound(f"{topic} has no partition {partition}")
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        low, high = watermarks(consumer, TopicPartition(topic, partition), LEADER_WAIT_S)
         if not low <= offset < high:
             raise DeadLetterNotFound(f"no dead letter at {ref} (partition {partition} holds "
                                      f"offsets {low}..{high - 1})")
