@@ -15,14 +15,13 @@ import pytest
 import sqlalchemy as sa
 from confluent_kafka import Consumer, Producer, TopicPartition
 from harness import TopicReader, WorkerProcess, wait_until
-from test_api import auth, start_api
+from test_api import auth, make_token, start_api
 from test_worker import _tenant_command
 
-from api.auth import issue_token
 from consumer.participants.builtin.registry import add_entity
 from producers.commands import CommandPublisher
 from provisioning import dlq_cli
-from provisioning.devservices.signing_key import KEY_ID, DevSigningKey
+from provisioning.devservices.signing_key import DevSigningKey
 from provisioning.dlq_admin import DeadLetterNotFound, NotRedriven, find, read_dead_letters, redrive
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout
@@ -141,9 +140,8 @@ def test_operators_list_and_redrive_through_the_api(
     api, url = start_api(settings, tmp_path, key)
 
     def token(*permissions: str) -> str:
-        return issue_token(key.private_key_pem(), key_id=KEY_ID, issuer="provisioning-dev",
-                           audience="provisioning-api", subject="ops-grace", tenant_id="ops",
-                           permissions=permissions, ttl_s=300, now=int(time.time()))
+        return make_token(key, subject="ops-grace", tenant="ops", permissions=permissions,
+                          ttl_s=300)
 
     try:
         tenant_id, admin = new_tenant(settings, events, migrated)
@@ -171,4 +169,5 @@ def test_operators_list_and_redrive_through_the_api(
         assert events.terminal(broken["requestId"])[0].record_name == "ProvisioningSucceeded"
     finally:
         assert api.stop() == 0, api.log_text()[-2000:]
+
 
