@@ -15,7 +15,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from producers.commands import PublishError, producer_config
+from producers.commands import PublishError, command_producer_config
 from provisioning.errors import TransientError
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout
@@ -27,7 +27,8 @@ log = logging.getLogger("provisioning.api")
 class AsyncCommandPublisher:
     def __init__(self, settings: Settings) -> None:
         self._topic = TopicLayout(settings.topic_prefix).commands
-        self._producer = Producer({**producer_config(settings), "linger.ms": 2}, logger=log)
+        self._producer = Producer({**command_producer_config(settings), "linger.ms": 2},
+                                  logger=log)
         self._stopping = threading.Event()
         self._poller = threading.Thread(target=self._serve_callbacks, name="command-delivery",
                                         daemon=True)

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from producers.commands import producer_config
+from producers.commands import command_producer_config
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout, create_topics
 from schemas import codec
@@ -168,7 +168,7 @@ class SuccessReader:
 def publish(settings: Settings, commands: list[dict[str, Any]], rate: float | None,
             reader: SuccessReader) -> dict[str, float]:
     """Produce the commands (at `rate` per second, or flat out); when each was sent."""
-    producer = Producer({**producer_config(settings), "linger.ms": 5})
+    producer = Producer({**command_producer_config(settings), "linger.ms": 5})
     topic = TopicLayout(settings.topic_prefix).commands
     sent: dict[str, float] = {}
     started = time.time()

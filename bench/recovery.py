@@ -25,7 +25,7 @@ from consumer import wire
 from consumer.kafka_clients import restore_consumer
 from consumer.state_store import restore_partition, snapshot_headers
 from consumer.worker import _decode_state
-from producers.commands import producer_config
+from producers.commands import command_producer_config
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout
 from sagas import SagaState, Status
@@ -107,7 +107,7 @@ def run_failover(base: Settings, rate: float, same_instance: bool) -> dict[str, 
 
 
 def _feed(settings: Settings, rate: float, stop: threading.Event) -> None:
-    producer = Producer(producer_config(settings))
+    producer = Producer(command_producer_config(settings))
     topic = TopicLayout(settings.topic_prefix).commands
     run = uuid.uuid4().hex[:8]
     started = time.time()

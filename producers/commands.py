@@ -15,7 +15,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from provisioning.errors import ProvisioningError, TransientError
 from provisioning.settings import Settings
-from provisioning.topics import TopicLayout
+from provisioning.topics import COMMAND_HEADROOM_BYTES, TopicLayout
 from schemas import codec
 
 COMMAND_RECORDS = frozenset(
@@ -47,12 +47,22 @@ def producer_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+def command_producer_config(settings: Settings) -> dict[str, Any]:
+    """A producer of the commands topic. That topic refuses record batches over its
+    max.message.bytes (`topics create` sets it from max_command_bytes), and librdkafka does
+    not split a refused batch: batches stay under that size, so one large command never fails
+    the small ones batched with it, and a command over it fails at once, locally."""
+    batch_limit = settings.max_command_bytes + COMMAND_HEADROOM_BYTES
+    return {**producer_config(settings), "batch.size": batch_limit,
+            "message.max.bytes": batch_limit}
+
+
 class CommandPublisher:
     """Publishes commands; call `flush()` to wait for delivery (or use it as a context manager)."""
 
     def __init__(self, settings: Settings, producer: Producer | None = None) -> None:
         self._topic = TopicLayout(settings.topic_prefix).commands
-        self._producer = producer or Producer(producer_config(settings), logger=log)
+        self._producer = producer or Producer(command_producer_config(settings), logger=log)
         self._failures: list[KafkaError] = []
 
     def publish(

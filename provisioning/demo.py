@@ -51,7 +51,8 @@ def run_demo(settings: Settings, console: Console | None = None) -> int:
 
     console = console or Console()
     layout = TopicLayout(settings.topic_prefix)
-    create_topics(AdminClient(settings.kafka_config()), layout.specs(settings.topic_partitions))
+    specs = layout.specs(settings.topic_partitions, max_command_bytes=settings.max_command_bytes)
+    create_topics(AdminClient(settings.kafka_config()), specs)
     upgrade(settings)
     worker = subprocess.Popen(
         [sys.executable, "-m", "provisioning.cli", "worker", "--group", "provisioning-demo",

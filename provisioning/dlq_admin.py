@@ -28,7 +28,7 @@ from confluent_kafka import (
 
 from consumer.commands import InvalidCommand, to_start_command, unflatten
 from consumer.kafka_clients import watermarks
-from producers.commands import COMMAND_RECORDS, producer_config
+from producers.commands import COMMAND_RECORDS, command_producer_config
 from provisioning.errors import CodecError, ProvisioningError, TransientError
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout
@@ -146,7 +146,7 @@ def redrive(settings: Settings, letter: DeadLetter, *, changes: Mapping[str, str
         ("redriven-by", operator.encode()),
     ]
     failures: list[KafkaError] = []
-    producer = Producer(producer_config(settings))
+    producer = Producer(command_producer_config(settings))
     producer.produce(topic.commands, key=request_id.encode(), value=value, headers=headers,
                      on_delivery=lambda error, _: failures.append(error) if error else None)
     if producer.flush(30) or failures:

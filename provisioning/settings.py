@@ -10,13 +10,15 @@ settings pass straight through to confluent-kafka without each caller knowing th
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+DEFAULT_MAX_COMMAND_BYTES = 64 * 1024
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
 
 
@@ -54,9 +56,14 @@ class Settings(BaseSettings):
 
     # --- Commands ---------------------------------------------------------------------------
     max_command_bytes: int = Field(
-        64 * 1024, ge=1024, le=1_000_000,
+        DEFAULT_MAX_COMMAND_BYTES, ge=1024, le=900_000,
         description="Largest command accepted: the API answers 413 above it, the worker sends it "
-        "to the DLQ (a tenant command with its billing details is under 2 KB).",
+        "to the DLQ (a tenant command with its billing details is under 2 KB). `topics create` "
+        "sets the commands topic's max.message.bytes from it.",
+    )
+    reply_topic_pattern: str | None = Field(
+        None, description="Regular expression a command's replyTo must match in full (unset: any "
+        "topic). The service's own topics and internal topics (__*) are refused whatever it says.",
     )
 
     # --- Operations -------------------------------------------------------------------------
@@ -97,6 +104,21 @@ class Settings(BaseSettings):
     )
     auth_algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
     auth_leeway_s: int = Field(30, ge=0, le=300, description="Clock skew allowed on exp/nbf.")
+    auth_jwks_lifespan_s: float = Field(
+        300.0, gt=0, le=86_400,
+        description="How long keys fetched from the JWKS URL are trusted before the set is "
+        "fetched again: a key the identity provider withdrew is refused after at most this long.",
+    )
+    auth_jwks_timeout_s: float = Field(
+        2.0, gt=0, le=30,
+        description="Longest one fetch of the JWKS URL may take; past it the call is answered "
+        "503 (the keys are unknown, not the token wrong).",
+    )
+    auth_jwks_min_refetch_s: float = Field(
+        5.0, ge=0, le=300,
+        description="Shortest time between two fetches of the JWKS URL: a token with an unknown "
+        "kid, or a provider that failed, fetches the set again at most this often.",
+    )
 
     # --- Local development services (`provisioning dev ...`) ----------------------------
     dev_dir: str = Field(".local", description="Where the local broker and database keep data.")
@@ -104,6 +126,16 @@ class Settings(BaseSettings):
     dev_kafka_controller_port: int = 19093
     dev_postgres_port: int = 15432
     dev_api_port: int = 18080
+
+    @field_validator("reply_topic_pattern")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return pattern
 
     def kafka_config(self) -> dict[str, Any]:
         """librdkafka's dotted keys for the connection; add role-specific keys on top."""

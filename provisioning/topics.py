@@ -1,22 +1,34 @@
 """The service's topics: names, keys and configs (DESIGN.md section 3), and their creation.
 
 `TopicLayout` is the single place that knows what each topic is called under a namespace
-prefix. `create_topics` makes them idempotently and checks the co-partitioning the worker
-relies on: a saga's command, state and step replies must land on the same partition number,
-so those three topics must have the same partition count.
+prefix. `create_topics` makes them idempotently, brings the configs of existing ones to the
+specs, and checks the co-partitioning the worker relies on: a saga's command, state and step
+replies must land on the same partition number, so those three topics must have the same
+partition count. `ReplyTopicRule` says which topics a caller may name as `replyTo`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import (
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+)
 
 from provisioning.errors import ConfigurationError, TransientError
+from provisioning.settings import DEFAULT_MAX_COMMAND_BYTES
 
 DAY_MS = 24 * 60 * 60 * 1000
+# The commands topic takes a command of `max_command_bytes` plus this much for headers and the
+# record batch's framing: a larger record is refused by the broker, before any worker reads it.
+COMMAND_HEADROOM_BYTES = 16 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,16 +68,28 @@ class TopicLayout:
     def commands_dlq(self) -> str:
         return self._name("provisioning.commands.dlq")
 
+    @property
+    def events_dlq(self) -> str:
+        """Events the projector could decode but not project (malformed records)."""
+        return self._name("provisioning.events.dlq")
+
     def step_requests(self, participant: str) -> str:
         return self._name(f"provisioning.step-requests.{participant}")
 
+    def own_topics(self) -> frozenset[str]:
+        return frozenset({self.commands, self.events, self.state, self.step_replies,
+                          self.commands_dlq, self.events_dlq})
+
     def specs(
-        self, partitions: int, participants: Iterable[str] = ()
+        self, partitions: int, participants: Iterable[str] = (), *,
+        max_command_bytes: int = DEFAULT_MAX_COMMAND_BYTES,
     ) -> list[TopicSpec]:
         """Every topic with its config; commands, state and step-replies are co-partitioned."""
         delete_7d = {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)}
+        commands = {**delete_7d,
+                    "max.message.bytes": str(max_command_bytes + COMMAND_HEADROOM_BYTES)}
         specs = [
-            TopicSpec(self.commands, partitions, delete_7d, copartitioned=True),
+            TopicSpec(self.commands, partitions, commands, copartitioned=True),
             TopicSpec(
                 self.events,
                 partitions,
@@ -86,15 +110,44 @@ class TopicLayout:
             TopicSpec(self.step_replies, partitions, delete_7d, copartitioned=True),
             TopicSpec(self.commands_dlq, partitions, {"cleanup.policy": "delete",
                                                       "retention.ms": str(30 * DAY_MS)}),
+            TopicSpec(self.events_dlq, partitions, {"cleanup.policy": "delete",
+                                                    "retention.ms": str(30 * DAY_MS)}),
         ]
         specs += [TopicSpec(self.step_requests(p), partitions, delete_7d) for p in participants]
         return specs
+
+
+# Any namespace's service topics: a reply must never land in this or another environment's
+# commands, events, state, step or dead-letter topics.
+_SERVICE_TOPIC = re.compile(
+    r"(^|.*\.)provisioning\.(commands|events|state|step-replies|step-requests)(\..*)?")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyTopicRule:
+    """Which topics a command may name as `replyTo`: the worker writes there with its own
+    rights, so never an internal topic (`__*`), never one of the service's topics (of any
+    namespace), and only topics matching `pattern` when one is configured."""
+
+    layout: TopicLayout
+    pattern: str | None = None
+
+    def problem(self, topic: str) -> str | None:
+        """Why `topic` may not be a reply topic, or None when it may."""
+        if topic.startswith("__"):
+            return f"replyTo {topic!r} is an internal Kafka topic"
+        if topic in self.layout.own_topics() or _SERVICE_TOPIC.fullmatch(topic):
+            return f"replyTo {topic!r} is one of the Provisioning Service's own topics"
+        if self.pattern is not None and re.fullmatch(self.pattern, topic) is None:
+            return f"replyTo {topic!r} is not an allowed reply topic (pattern {self.pattern})"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
 class TopicReport:
     created: list[str]
     existing: list[str]
+    reconfigured: list[str] = field(default_factory=list)
 
 
 def create_topics(
@@ -103,7 +156,8 @@ def create_topics(
     replication_factor: int = 1,
     timeout_s: float = 30.0,
 ) -> TopicReport:
-    """Create the topics that are missing; leave existing ones as they are.
+    """Create the topics that are missing; set the configs of existing ones to their specs
+    (only the keys a spec names; other settings an operator made stay).
 
     Raises ConfigurationError when the co-partitioned topics end up with different partition
     counts (for instance, an existing commands topic with 6 partitions and a request for 12):
@@ -128,10 +182,33 @@ def create_topics(
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise _wrap(exc, f"creating topic {name}") from exc
+    present = [s for s in specs if s.name in existing]
     return TopicReport(
         created=[s.name for s in missing],
-        existing=[s.name for s in specs if s.name in existing],
+        existing=[s.name for s in present],
+        reconfigured=reconcile_configs(admin, present, timeout_s),
     )
+
+
+def reconcile_configs(admin: AdminClient, specs: list[TopicSpec],
+                      timeout_s: float = 30.0) -> list[str]:
+    """Set every config a spec names that differs on the broker; the topics changed."""
+    changed = []
+    for spec in specs:
+        current = describe_configs(admin, spec.name, timeout_s)
+        wrong = {k: v for k, v in spec.config.items() if current.get(k) != v}
+        if not wrong:
+            continue
+        resource = ConfigResource(ConfigResource.Type.TOPIC, spec.name, incremental_configs=[
+            ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+            for k, v in sorted(wrong.items())])
+        try:
+            futures = admin.incremental_alter_configs([resource], request_timeout=timeout_s)
+            futures[resource].result()
+        except KafkaException as exc:
+            raise _wrap(exc, f"setting {', '.join(sorted(wrong))} of topic {spec.name}") from exc
+        changed.append(spec.name)
+    return changed
 
 
 def verify_copartitioning(

@@ -63,7 +63,8 @@ def layout(settings: Settings) -> TopicLayout:
 @pytest.fixture
 def topics(kafka_admin: AdminClient, settings: Settings, layout: TopicLayout) -> TopicLayout:
     """This test's own topics, created fresh."""
-    create_topics(kafka_admin, layout.specs(settings.topic_partitions))
+    create_topics(kafka_admin, layout.specs(settings.topic_partitions,
+                                            max_command_bytes=settings.max_command_bytes))
     return layout
 
 
