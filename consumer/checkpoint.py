@@ -92,15 +92,19 @@ class Checkpoint:
         self.open = False
         return released
 
-    def abort(self) -> None:
-        """Discard the open transaction and everything held for it."""
+    def abort(self, tries: int = 3) -> None:
+        """Discard the open transaction and everything held for it. An abort that times out
+        is called again (librdkafka's rule: a later begin would find it still in progress)."""
         self.held.clear()
         self.offsets.clear()
-        if self.open:
+        for _ in range(tries if self.open else 0):
             try:
                 self.producer.abort_transaction(self.timeout_s)
+                break
             except KafkaException as exc:
                 _raise_if_fatal(exc)
+                if not exc.args[0].retriable():
+                    break
         self.open = False
 
     def _guard(self, operation: Any, *args: Any, tries: int = 3) -> Any:

@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from provisioning.errors import ProvisioningError
+from provisioning.topics import ReplyTopicRule
 from sagas import OperatorCancel, OperatorResume, OperatorRetry, StartCommand
 from schemas import codec
 
@@ -96,12 +97,13 @@ OperatorInput = OperatorCancel | OperatorRetry | OperatorResume
 M = TypeVar("M", bound=BaseModel)
 
 
-def read_command(key: bytes | None, value: bytes, max_bytes: int) -> StartCommand | OperatorInput:
+def read_command(key: bytes | None, value: bytes, max_bytes: int,
+                 reply_topics: ReplyTopicRule) -> StartCommand | OperatorInput:
     """One record of the commands topic, checked: a saga's start or an operator's action.
 
     Raises `CodecError` (not Avro of a known schema) or `InvalidCommand` (too large, not a
-    command, invalid fields, a key that is not its requestId) and nothing else: the worker
-    dead-letters both.
+    command, invalid fields, a key that is not its requestId, a `replyTo` the worker may not
+    write to) and nothing else: the worker dead-letters both.
     """
     if len(value) > max_bytes:
         raise InvalidCommand(f"the command is {len(value)} bytes, over the limit of {max_bytes}")
@@ -112,6 +114,11 @@ def read_command(key: bytes | None, value: bytes, max_bytes: int) -> StartComman
         command = to_start_command(decoded.record_name, decoded.value)
     if key != command.request_id.encode():
         raise InvalidCommand(f"key {key!r} is not the command's requestId {command.request_id}")
+    reply_to = getattr(command, "reply_to", None)
+    if reply_to is not None:
+        problem = reply_topics.problem(reply_to)
+        if problem is not None:
+            raise InvalidCommand(problem)
     return command
 
 

@@ -59,6 +59,13 @@ def group_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consu
     return Consumer(config, logger=log)
 
 
+def probe_consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
+    """A client that never joins `group_id` but reads its committed offsets and the ends of
+    partitions (the worker's watchdog)."""
+    return {**settings.kafka_config(), "group.id": group_id,
+            "isolation.level": "read_committed", "enable.auto.commit": False}
+
+
 def restore_consumer(settings: Settings) -> Consumer:
     """A group-less reader for the state topic: assigned partitions, no commits."""
     config: dict[str, Any] = {

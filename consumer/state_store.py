@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from consumer.kafka_clients import watermarks
-from provisioning.errors import TransientError
+from provisioning import metrics
+from provisioning.errors import CodecError, TransientError
 from sagas import SagaState, Status
+from schemas import codec
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +78,11 @@ class StateStore:
         state = states.get(request_id)
         if isinstance(state, Parked):
             assert self._decode is not None, "a store with parked states needs a decoder"
-            state = states[request_id] = self._decode(state.value)
+            decoded = decode_or_skip(self._decode, request_id, state.value)
+            if decoded is None:
+                del states[request_id]
+                return None
+            state = states[request_id] = decoded
         return state
 
     def put(self, partition: int, state: SagaState) -> None:
@@ -162,7 +168,7 @@ def _read_to(
             if message.error():
                 raise TransientError(f"restoring {tp.topic}[{tp.partition}]: {message.error()}")
             records += 1
-            key = message.key().decode()
+            key = (message.key() or b"").decode("utf-8", "replace")
             value = message.value()
             if value is None:
                 latest.pop(key, None)
@@ -178,9 +184,37 @@ def _read_to(
             )
     # Only the last record per key counts; finished sagas stay encoded until asked for.
     for key, (value, headers) in latest.items():
-        found = dict(headers or ())
-        if found.get(STATUS_HEADER) == b"terminal" and FINISHED_AT_HEADER in found:
-            states[key] = Parked(value, int(found[FINISHED_AT_HEADER]))
-        else:
-            states[key] = decode(value)
+        parked = _parked(key, value, headers)
+        state = parked or decode_or_skip(decode, key, value)
+        if state is not None:
+            states[key] = state
     return records
+
+
+def _parked(key: str, value: bytes, headers: list | None) -> Parked | None:
+    """A finished saga's record, kept encoded: its headers say so and its own header is a
+    SagaState's (checked without decoding the body)."""
+    found = dict(headers or ())
+    if found.get(STATUS_HEADER) != b"terminal":
+        return None
+    try:
+        finished_at = int(found[FINISHED_AT_HEADER])
+        if codec.record_name_of(value) == "SagaState":
+            return Parked(value, finished_at)
+    except (KeyError, ValueError, CodecError):
+        pass
+    return None  # not what it claims: decoded in full, and skipped if it is no SagaState
+
+
+def decode_or_skip(decode: Callable[[bytes], SagaState], key: str,
+                   value: bytes) -> SagaState | None:
+    """The state in `value`, or None (logged and counted) when the record is not a readable
+    SagaState: a state topic is written by the worker alone, but a corrupt record must cost
+    only its own saga, never the restore of a partition."""
+    try:
+        return decode(value)
+    except Exception as exc:  # noqa: BLE001 - anything undecodable is corrupt, whatever raised
+        metrics.CORRUPT_STATE_RECORDS.inc()
+        log.error("corrupt state record skipped", extra={
+            "request_id": key[:100], "reason": f"{type(exc).__name__}: {str(exc)[:300]}"})
+        return None

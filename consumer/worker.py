@@ -24,24 +24,28 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from consumer import wire
 from consumer.checkpoint import Checkpoint, ProducerFenced, TransactionAborted
 from consumer.commands import InvalidCommand, read_command
-from consumer.dlq import dlq_headers, readable_request_id
+from consumer.dlq import dead_letter, readable_request_id
 from consumer.kafka_clients import (
     group_consumer,
+    probe_consumer_config,
     restore_consumer,
     transactional_producer,
     while_broker_unavailable,
 )
 from consumer.observe import SagaObserver
-from consumer.participants.base import Action, Outcome, Participant, StepCall
+from consumer.participants.answers import clean_outcome, clean_text
+from consumer.participants.base import Action, Outcome, Participant, StepCall, StepOutcome
+from consumer.reply_topics import ReplyTopics
 from consumer.routing import Routing
 from consumer.state_store import (
     TERMINAL,
@@ -52,11 +56,12 @@ from consumer.state_store import (
 )
 from consumer.steps import FinishedStep, StepRunner
 from consumer.timers import TimerQueue
+from consumer.watchdog import PartitionWatchdog
 from provisioning import metrics
-from provisioning.errors import CodecError, ConfigurationError, TransientError
+from provisioning.errors import CodecError, ConfigurationError, ProvisioningError, TransientError
 from provisioning.ops import lag_from_statistics
 from provisioning.settings import Settings
-from provisioning.topics import TopicLayout, verify_copartitioning
+from provisioning.topics import ReplyTopicRule, TopicLayout, verify_copartitioning
 from sagas import (
     CompensateStep,
     CompensationResult,
@@ -68,9 +73,11 @@ from sagas import (
     SagaState,
     SetTimer,
     StartCommand,
+    Status,
     StepResult,
     TimerFired,
     decide,
+    idempotency_key,
     resume,
 )
 from sagas import Outcome as SagaOutcome
@@ -101,6 +108,14 @@ class WorkerOptions:
     # the same id (a StatefulSet pod) gets its partitions back at once, without a rebalance;
     # a worker that leaves for good is only replaced after the session timeout.
     static_membership: bool = False
+    # The largest record one saga's transition may write (key, value and headers), under the
+    # producer's message.max.bytes (1,000,000) and the broker's 1 MiB default: a larger one
+    # would fail the whole transaction, so it fails its saga's step instead.
+    max_record_bytes: int = 900_000
+    # An assigned partition with unread records and no progress for this long, while flow
+    # control is not holding it back, is stalled: readiness false, a warning, a metric.
+    stall_after_s: float = 60.0
+    watchdog_interval_s: float = 5.0
 
     @property
     def queued_steps_limit(self) -> int:
@@ -110,6 +125,24 @@ class WorkerOptions:
 @dataclass(frozen=True, slots=True)
 class _Expire:
     request_id: str
+
+
+class SagaFault(ProvisioningError):
+    """One saga's input could not be decided, or its records not written: that saga's problem
+    (its command is dead-lettered, its step fails), never the transaction's."""
+
+
+@dataclass(slots=True)
+class _Staged:
+    """One transition's records, encoded and checked, waiting to be produced."""
+
+    after: SagaState | None
+    records: list[tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=list)
+    snapshot: tuple[str, dict[str, Any]] | None = None
+    held: list[Any] = dataclasses.field(default_factory=list)
+    events: list[Any] = dataclasses.field(default_factory=list)
+
+
 
 
 class Worker:
@@ -133,10 +166,12 @@ class Worker:
         self._generation: dict[int, int] = {}
         self._paused = False
         self._stopping = False
-        self._reply_topics: dict[str, bool] = {}
+        self._admin = AdminClient(settings.kafka_config(), logger=log)
+        self.reply_topics = ReplyTopics(
+            ReplyTopicRule(self.topics, settings.reply_topic_pattern), self._admin)
         self._rewind_pending = False
-        # State snapshots of this transaction, the last per saga (see checkpoint step 1).
-        self._snapshots: dict[tuple[int, str], SagaState] = {}
+        # State records of this transaction, the last per saga (see checkpoint step 1).
+        self._snapshots: dict[tuple[int, str], dict[str, Any]] = {}
         self.observer = SagaObserver()
         self.ready = False  # set once the first assignment is restored
         membership = ({"group.instance.id": f"{options.group_id}-{options.instance_id}"}
@@ -149,6 +184,10 @@ class Worker:
         )
         self.checkpoint = Checkpoint(self.producer, self.consumer)
         self._restorer = restore_consumer(settings)
+        self.watchdog = PartitionWatchdog(
+            self.consumer, probe_consumer_config(settings, options.group_id),
+            held_back=lambda topic: self._paused and topic == self.topics.commands,
+            stall_after_s=options.stall_after_s, interval_s=options.watchdog_interval_s)
         self._export_gauges()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -165,6 +204,7 @@ class Worker:
         )
         log.info("worker started", extra={"group": self.options.group_id,
                                           "instance": self.options.instance_id})
+        self.watchdog.start()
         try:
             while not self._stopping:
                 self.turn()
@@ -180,6 +220,7 @@ class Worker:
         self._stopping = True
 
     def close(self) -> None:
+        self.watchdog.stop()  # before the consumer it reads from is closed
         self.steps.shutdown(wait=False)
         with contextlib.suppress(KafkaException, RuntimeError):
             self.consumer.close()
@@ -255,45 +296,66 @@ class Worker:
     def _handle_command(self, message: Message) -> None:
         try:
             command = read_command(message.key(), message.value() or b"",
-                                   self.settings.max_command_bytes)
+                                   self.settings.max_command_bytes, self.reply_topics.rule)
             if not isinstance(command, StartCommand) and \
                     self.store.get(message.partition(), command.request_id) is None:
                 action = type(command).__name__.removeprefix("Operator").lower()
                 raise InvalidCommand(
                     f"no saga {command.request_id} to {action} "
                     "(unknown, or expired after its idempotency window)")
-        except (CodecError, InvalidCommand) as exc:
+            trace_parent = _header(message, "traceparent")
+            if trace_parent and isinstance(command, StartCommand):
+                command = dataclasses.replace(command, trace_parent=trace_parent)
+            self._apply(message.partition(), command.request_id, command)
+        except (CodecError, InvalidCommand, SagaFault) as exc:
             self._dead_letter(message, exc)
-            return
-        trace_parent = _header(message, "traceparent")
-        if trace_parent and isinstance(command, StartCommand):
-            command = dataclasses.replace(command, trace_parent=trace_parent)
-        self._apply(message.partition(), command.request_id, command)
 
     def _handle_reply(self, message: Message) -> None:
         try:
             reply = codec.decode_as(message.value() or b"", "StepReply").value
         except CodecError as exc:
-            log.warning("undecodable step reply dropped", extra={"reason": str(exc)})
+            self._drop_reply("undecodable", message, str(exc))
             return
-        self._apply(message.partition(), reply["requestId"], _reply_input(reply))
+        problem = self._reply_problem(message.partition(), reply)
+        if problem is not None:
+            self._drop_reply(problem, message, f"step {reply['step']} attempt {reply['attempt']}")
+            return
+        self._apply_answer(message.partition(), reply["requestId"], _reply_input(reply))
+
+    def _reply_problem(self, partition: int, reply: dict[str, Any]) -> str | None:
+        """Why a step reply is not the answer its saga waits for, or None when it is: only an
+        attempt sent to a Kafka participant and still unanswered may be answered, under its own
+        idempotency key and by the participant it was sent to."""
+        state = self.store.get(partition, reply["requestId"])
+        if state is None:
+            return "unknown_saga"
+        expected = Status.COMPENSATING if reply["action"] == "COMPENSATE" else Status.IN_PROGRESS
+        if not (state.status is expected and state.attempt_in_flight
+                and state.run == reply["run"] and state.current_step == reply["step"]
+                and state.current_attempt == reply["attempt"]):
+            return "not_awaited"
+        route = self.routing.route_for(state.workflow_type, reply["step"])
+        if route.kind != "kafka":
+            return "not_remote"
+        if reply["idempotencyKey"] != idempotency_key(state.request_id, state.run, reply["step"]):
+            return "wrong_idempotency_key"
+        participant = reply.get("participant")
+        if participant is not None and participant != route.target:
+            return "wrong_participant"
+        return None
+
+    def _drop_reply(self, reason: str, message: Message, detail: str) -> None:
+        metrics.REJECTED_REPLIES.labels(reason).inc()
+        log.warning("step reply dropped", extra={
+            "reason": reason, "detail": clean_text(detail, 300), "partition": message.partition(),
+            "offset": message.offset()})
 
     def _handle_finished(self, finished: FinishedStep) -> None:
         if self._generation.get(finished.partition) != finished.generation:
             return  # the partition was revoked since the step started: its new owner redoes it
-        call, outcome = finished.call, finished.outcome
-        if call.action is Action.COMPENSATE:
-            result: Any = CompensationResult(
-                request_id=call.request_id, run=call.run, step=call.step, attempt=call.attempt,
-                succeeded=outcome.outcome is Outcome.SUCCEEDED, reason=outcome.reason,
-            )
-        else:
-            result = StepResult(
-                request_id=call.request_id, run=call.run, step=call.step, attempt=call.attempt,
-                outcome=SagaOutcome(outcome.outcome.value), output=dict(outcome.output),
-                reason=outcome.reason,
-            )
-        self._apply(finished.partition, call.request_id, result)
+        call = finished.call
+        self._apply_answer(finished.partition, call.request_id, _answer(
+            call.request_id, call.run, call.step, call.attempt, call.action, finished.outcome))
 
     def _fire_timers(self) -> None:
         now = self.clock()
@@ -303,74 +365,142 @@ class Worker:
             if isinstance(payload, _Expire):
                 self._expire(partition, payload.request_id, now)
             else:
-                self._apply(partition, payload.request_id, payload)
+                self._apply_or_drop(partition, payload.request_id, payload)
 
     # --- transitions -------------------------------------------------------------------------
+    #
+    # One saga's input is decided and its records encoded and checked (`_stage`) before any of
+    # them is produced (`_perform`). Whatever goes wrong in between is that saga's fault
+    # (`SagaFault`), never the transaction's: a command is dead-lettered, a participant's answer
+    # is replaced by a permanent failure that says why (the saga compensates), anything else is
+    # dropped and counted. The transaction carries on with everyone else's work; only broker
+    # faults abort it.
 
     def _apply(self, partition: int, request_id: str, saga_input: Any) -> None:
+        """Decide, stage and perform one input; raises `SagaFault` with nothing changed."""
         state = self.store.get(partition, request_id)
         now = self.clock()
-        new_state, effects = decide(state, saga_input, now, registry=self.routing.registry)
-        self._perform(partition, request_id, effects)
+        try:
+            new_state, effects = decide(state, saga_input, now, registry=self.routing.registry)
+            staged = self._stage(partition, request_id, state, effects)
+        except SagaFault:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one saga's input, never the worker
+            log.exception("deciding a saga's input failed", extra={"request_id": request_id})
+            raise SagaFault(f"{type(exc).__name__} while deciding: {exc}") from exc
+        self._perform(partition, request_id, staged)
         if new_state is not None and new_state is not state:
             self._watch_expiry(partition, new_state)
 
-    def _perform(self, partition: int, request_id: str, effects: Iterable[Any]) -> None:
-        effects = tuple(effects)
+    def _apply_answer(self, partition: int, request_id: str,
+                      answer: StepResult | CompensationResult) -> None:
+        """A participant's answer; one that cannot be recorded fails the attempt for good."""
+        try:
+            self._apply(partition, request_id, answer)
+        except SagaFault as exc:
+            self._apply_or_drop(partition, request_id, _unrecordable(answer, exc))
+
+    def _apply_or_drop(self, partition: int, request_id: str, saga_input: Any) -> None:
+        try:
+            self._apply(partition, request_id, saga_input)
+        except SagaFault as exc:
+            metrics.SAGA_FAULTS.labels(type(saga_input).__name__).inc()
+            log.error("saga input dropped: its records cannot be written", extra={
+                "request_id": request_id, "input": type(saga_input).__name__,
+                "reason": clean_text(str(exc), 500)})
+
+    def _stage(self, partition: int, request_id: str, before: SagaState | None,
+               effects: tuple[Any, ...]) -> _Staged:
+        """Every record of one transition, encoded and within the limits, and what to hold."""
         after = next((e.state for e in effects if isinstance(e, PersistState)), None)
-        saga = after or self.store.get(partition, request_id)
+        saga = after or before
         trace_parent = saga.trace_parent if saga is not None else None
-        self.observer.transition((e.event for e in effects if isinstance(e, EmitEvent)), after)
+        staged = _Staged(after=after)
         for effect in effects:
             if isinstance(effect, EmitEvent):
-                self._produce(self.topics.events, request_id, effect.event,
-                              headers=codec.headers_for(type(effect.event).__name__,
-                                                        trace_parent))
+                staged.events.append(effect.event)
+                headers = codec.headers_for(type(effect.event).__name__, trace_parent)
+                staged.records.append(self._record(self.topics.events, request_id,
+                                                   effect.event, headers=headers))
             elif isinstance(effect, PersistState):
                 # Written at commit: only the saga's last state of the transaction matters.
-                self._snapshots[(partition, request_id)] = effect.state
-                self.store.put(partition, effect.state)
+                staged.snapshot = self._record(
+                    self.topics.state, request_id, effect.state, partition=partition,
+                    headers=codec.headers_for("SagaState") + snapshot_headers(effect.state))
             elif isinstance(effect, Reply):
-                self._reply(effect)
+                reply = self._reply_record(effect)
+                if reply is not None:
+                    staged.records.append(reply)
             elif isinstance(effect, ExecuteStep | CompensateStep) and self._remote(effect):
                 # In this transaction: the participant sees the request only if the state
                 # that asked for it commits, and its reply comes back on step-replies.
-                self._request_step(effect, trace_parent)
+                staged.records.append(self._step_request_record(effect, trace_parent))
             elif isinstance(effect, ExecuteStep | CompensateStep | SetTimer):
-                self.checkpoint.hold(partition, effect)
-        self.checkpoint.transitions += 1
+                staged.held.append(effect)
+        return staged
 
-    def _produce(
-        self, topic: str, key: str, obj: Any, partition: int | None = None, **kwargs: Any
-    ) -> None:
-        record_name = type(obj).__name__
-        produce_kwargs: dict[str, Any] = {
-            "key": key.encode(),
-            "value": wire.encode(obj),
-            "headers": kwargs.pop("headers", None) or codec.headers_for(record_name),
-            **kwargs,
-        }
+    def _perform(self, partition: int, request_id: str, staged: _Staged) -> None:
+        for topic, record in staged.records:
+            self._produce_raw(topic, record)
+        if staged.after is not None and staged.snapshot is not None:
+            self._snapshots[(partition, request_id)] = staged.snapshot[1]
+            self.store.put(partition, staged.after)
+        for effect in staged.held:
+            self.checkpoint.hold(partition, effect)
+        self.checkpoint.transitions += 1
+        try:
+            self.observer.transition(staged.events, staged.after)
+        except Exception:  # noqa: BLE001 - what operators see must not stop the work
+            log.exception("observing a transition failed", extra={"request_id": request_id})
+
+    def _record(self, topic: str, key: str, obj: Any, partition: int | None = None,
+                headers: list[tuple[str, bytes]] | None = None) -> tuple[str, dict[str, Any]]:
+        """`obj` as a record for `topic`; `SagaFault` if it cannot be encoded or is too large."""
+        try:
+            value = wire.encode(obj)
+        except CodecError as exc:
+            raise SagaFault(f"its {type(obj).__name__} cannot be encoded: {exc}") from exc
+        record: dict[str, Any] = {
+            "key": key.encode(), "value": value,
+            "headers": headers or codec.headers_for(type(obj).__name__)}
         if partition is not None:
-            produce_kwargs["partition"] = partition
-        self._produce_raw(topic, produce_kwargs)
+            record["partition"] = partition
+        self._check_size(type(obj).__name__, record)
+        return topic, record
+
+    def _check_size(self, what: str, record: dict[str, Any]) -> None:
+        size = record_size(record)
+        if size > self.options.max_record_bytes:
+            raise SagaFault(f"its {what} record would be {size} bytes, over the limit of "
+                            f"{self.options.max_record_bytes}")
 
     def _produce_raw(self, topic: str, kwargs: dict[str, Any]) -> None:
         while True:
             try:
-                self.producer.produce(topic, on_delivery=_delivery_failed, **kwargs)
+                self.producer.produce(topic, on_delivery=self._delivered, **kwargs)
                 return
             except BufferError:
                 self.producer.poll(0.05)  # the local queue is full: let deliveries drain
             except KafkaException as exc:
                 raise TransactionAborted(f"producing to {topic}: {exc}") from exc
 
+    def _delivered(self, error: Any, message: Message) -> None:
+        if error is None:
+            return
+        # The transaction's commit will fail and abort; the loop then rewinds. A caller's
+        # reply topic that refused the record is not written to again (see `_reply_record`).
+        topic = message.topic()
+        log.error("delivery failed", extra={"topic": topic, "error": str(error)})
+        if self.reply_topics.rule.problem(topic) is None:  # a caller's topic, not ours
+            self.reply_topics.refused(topic, error)
+
     def _remote(self, effect: ExecuteStep | CompensateStep) -> str | None:
         """The Kafka participant the step is routed to, if it is."""
         route = self.routing.route_for(effect.workflow_type, effect.step)
         return route.target if route.kind == "kafka" else None
 
-    def _request_step(self, effect: ExecuteStep | CompensateStep,
-                      trace_parent: str | None) -> None:
+    def _step_request_record(self, effect: ExecuteStep | CompensateStep,
+                             trace_parent: str | None) -> tuple[str, dict[str, Any]]:
         participant = self._remote(effect)
         assert participant is not None
         action = Action.COMPENSATE if isinstance(effect, CompensateStep) else Action.EXECUTE
@@ -382,49 +512,43 @@ class Worker:
             "deadline": effect.deadline_at, "replyTopic": self.topics.step_replies,
             "occurredAt": self.clock(),
         }
-        self._produce_raw(self.topics.step_requests(participant), {
-            "key": effect.request_id.encode(), "value": codec.encode("StepRequest", request),
-            "headers": codec.headers_for("StepRequest", trace_parent),
-        })
+        try:
+            value = codec.encode("StepRequest", request)
+        except CodecError as exc:
+            raise SagaFault(f"its StepRequest cannot be encoded: {exc}") from exc
+        record = {"key": effect.request_id.encode(), "value": value,
+                  "headers": codec.headers_for("StepRequest", trace_parent)}
+        self._check_size("StepRequest", record)
+        return self.topics.step_requests(participant), record
 
-    def _reply(self, effect: Reply) -> None:
-        if not self._topic_exists(effect.reply_to):
-            log.warning("replyTo topic does not exist; reply dropped",
-                        extra={"topic": effect.reply_to})
-            return
-        response = effect.response
-        self._produce(effect.reply_to, response.request_id, response)
-
-    def _topic_exists(self, topic: str) -> bool:
-        known = self._reply_topics.get(topic)
-        if known is None:
-            try:
-                metadata = self.producer.list_topics(topic, timeout=5)
-                entry = metadata.topics.get(topic)
-                known = entry is not None and entry.error is None
-            except KafkaException:
-                known = False
-            self._reply_topics[topic] = known
-        return known
+    def _reply_record(self, effect: Reply) -> tuple[str, dict[str, Any]] | None:
+        """The seed's response for the command's `replyTo`, or None when the worker may not
+        write there (`consumer/reply_topics.py`): the reply is dropped, the saga goes on."""
+        topic = effect.reply_to
+        problem = self.reply_topics.problem(topic)
+        if problem is not None:
+            metrics.REPLIES_DROPPED.inc()
+            log.warning("reply not sent", extra={"topic": clean_text(topic, 249),
+                                                 "reason": clean_text(problem, 300)})
+            return None
+        return self._record(topic, effect.response.request_id, effect.response)
 
     def _dead_letter(self, message: Message, error: Exception) -> None:
         now = self.clock()
         metrics.DLQ.labels(type(error).__name__).inc()
-        log.warning("command sent to DLQ", extra={"reason": str(error),
+        log.warning("command sent to DLQ", extra={"reason": clean_text(str(error), 500),
                                                   "partition": message.partition(),
                                                   "offset": message.offset()})
-        self._produce_raw(
-            self.topics.commands_dlq,
-            {"key": message.key(), "value": message.value(),
-             "headers": dlq_headers(message, error, now), "partition": message.partition()},
-        )
+        self._produce_raw(self.topics.commands_dlq, dead_letter(
+            message, error, now, max_value_bytes=self.settings.max_command_bytes))
         request_id = readable_request_id(message)
         if request_id is not None and self.store.get(message.partition(), request_id) is None:
             rejected = ProvisioningRejected(
                 request_id=request_id, sequence=0, run=0, workflow_type="unknown",
-                tenant_id=None, occurred_at=now, reason=str(error)[:1000], code="invalid",
+                tenant_id=None, occurred_at=now, reason=clean_text(str(error), 1000),
+                code="invalid",
             )
-            self._produce(self.topics.events, request_id, rejected)
+            self._produce_raw(*self._record(self.topics.events, request_id, rejected))
         self.checkpoint.transitions += 1
 
     # --- commit and release --------------------------------------------------------------------
@@ -441,9 +565,8 @@ class Worker:
 
     def _write_snapshots(self) -> None:
         snapshots, self._snapshots = self._snapshots, {}
-        for (partition, request_id), state in snapshots.items():
-            self._produce(self.topics.state, request_id, state, partition=partition,
-                          headers=codec.headers_for("SagaState") + snapshot_headers(state))
+        for record in snapshots.values():
+            self._produce_raw(self.topics.state, record)
 
     def _release(self, partition: int, effect: Any) -> None:
         if not self.store.owns(partition):
@@ -487,7 +610,15 @@ class Worker:
         numbers = sorted({tp.partition for tp in partitions if tp.topic == self.topics.commands})
         for number in numbers:
             self._restore(number)
-        self._paused = False  # partitions come assigned unpaused; the next turn decides again
+        consumer.assign(partitions)
+        # librdkafka keeps a partition paused across a re-assignment: whatever each partition
+        # was before, it is now what flow control says (commands) or reading (replies).
+        commands = [tp for tp in partitions if tp.topic == self.topics.commands]
+        replies = [tp for tp in partitions if tp.topic != self.topics.commands]
+        if commands:
+            (consumer.pause if self._paused else consumer.resume)(commands)
+        if replies:
+            consumer.resume(replies)
         self.ready = True
         log.info("partitions assigned", extra={"partitions": numbers})
 
@@ -603,14 +734,16 @@ class Worker:
     def readiness(self) -> tuple[bool, str]:
         if not self.ready:
             return False, "waiting for partitions to be assigned and restored"
+        stalled = self.watchdog.problem()
+        if stalled is not None:
+            return False, stalled
         return True, f"owns partitions {self.store.partitions()}"
 
     def _check_topics(self) -> None:
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient(self.settings.kafka_config(), logger=log)
+        admin = self._admin
         specs = self.topics.specs(self.settings.topic_partitions,
-                                  participants=sorted(self.routing.kafka_participants()))
+                                  participants=sorted(self.routing.kafka_participants()),
+                                  max_command_bytes=self.settings.max_command_bytes)
         metadata = while_broker_unavailable(lambda: admin.list_topics(timeout=10))
         missing = [s.name for s in specs if s.name not in metadata.topics]
         if missing:
@@ -624,18 +757,26 @@ def _decode_state(value: bytes) -> SagaState:
     return wire.from_record(SagaState, codec.decode_as(value, "SagaState").value)
 
 
-def _reply_input(reply: dict[str, Any]) -> Any:
-    if reply["action"] == "COMPENSATE":
+def _reply_input(reply: dict[str, Any]) -> StepResult | CompensationResult:
+    outcome = StepOutcome(Outcome(reply["outcome"]), dict(reply.get("output") or {}),
+                          reply.get("reason"))
+    return _answer(reply["requestId"], reply["run"], reply["step"], reply["attempt"],
+                   Action(reply["action"]), outcome)
+
+
+def _answer(request_id: str, run: int, step: str, attempt: int, action: Action,
+            outcome: StepOutcome) -> StepResult | CompensationResult:
+    """A participant's answer (in-process, HTTP or Kafka) as the saga's input, its text
+    cleaned at this one boundary (`consumer/participants/answers.py`)."""
+    outcome = clean_outcome(outcome)
+    if action is Action.COMPENSATE:
         return CompensationResult(
-            request_id=reply["requestId"], run=reply["run"], step=reply["step"],
-            attempt=reply["attempt"], succeeded=reply["outcome"] == "SUCCEEDED",
-            reason=reply.get("reason"),
-        )
+            request_id=request_id, run=run, step=step, attempt=attempt,
+            succeeded=outcome.outcome is Outcome.SUCCEEDED, reason=outcome.reason)
     return StepResult(
-        request_id=reply["requestId"], run=reply["run"], step=reply["step"],
-        attempt=reply["attempt"], outcome=SagaOutcome(reply["outcome"]),
-        output=dict(reply.get("output") or {}), reason=reply.get("reason"),
-    )
+        request_id=request_id, run=run, step=step, attempt=attempt,
+        outcome=SagaOutcome(outcome.outcome.value), output=dict(outcome.output),
+        reason=outcome.reason, acted=outcome.acted)
 
 
 def _step_call(effect: ExecuteStep | CompensateStep, action: Action) -> StepCall:
@@ -654,7 +795,21 @@ def _header(message: Message, name: str) -> str | None:
     return None
 
 
-def _delivery_failed(error: Any, message: Message) -> None:
-    if error is not None:
-        # The transaction's commit will fail and abort; the loop then rewinds.
-        log.error("delivery failed", extra={"topic": message.topic(), "error": str(error)})
+def _unrecordable(answer: StepResult | CompensationResult,
+                  fault: SagaFault) -> StepResult | CompensationResult:
+    """The answer as the failure it becomes when it cannot be recorded as given."""
+    reason = clean_text(f"the participant's answer cannot be recorded: {fault}", 1000)
+    if isinstance(answer, CompensationResult):
+        return dataclasses.replace(answer, succeeded=False, reason=reason)
+    # A success, or a failure that may have acted, was work done: undone with the rest.
+    acted = answer.acted or answer.outcome is not SagaOutcome.PERMANENT_FAILURE
+    return StepResult(request_id=answer.request_id, run=answer.run, step=answer.step,
+                      attempt=answer.attempt, outcome=SagaOutcome.PERMANENT_FAILURE,
+                      reason=reason, acted=acted)
+
+
+def record_size(record: dict[str, Any]) -> int:
+    """Bytes of a record as the producer counts them against its limit (near enough)."""
+    headers = record.get("headers") or ()
+    return (len(record.get("key") or b"") + len(record.get("value") or b"")
+            + sum(len(k) + len(v or b"") + 8 for k, v in headers))

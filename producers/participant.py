@@ -366,6 +366,7 @@ class StepParticipant:
             "output": dict(result.output),
             "reason": result.reason,
             "occurredAt": _now_ms(),
+            "participant": self.name,
         }
         headers = dict(message.headers() or [])
         traceparent = headers.get("traceparent")

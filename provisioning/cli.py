@@ -76,6 +76,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--idempotency-window-s", type=int, default=7 * 24 * 3600)
     worker.add_argument("--static-membership", action="store_true",
                         help="keep partitions across a restart under the same --instance-id")
+    worker.add_argument("--stall-after-s", type=float, default=60.0,
+                        help="a partition with unread records and no progress this long, not "
+                        "held back by flow control, turns readiness false")
     worker.add_argument("--metrics-port", type=int, help=METRICS_HELP)
     worker.set_defaults(handler=_worker)
 
@@ -166,7 +169,8 @@ def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
     layout = TopicLayout(args.prefix if args.prefix is not None else settings.topic_prefix)
     # step-requests.<participant> for every participant the routing file sends steps to
     participants = sorted(load_routing(settings.routing_file).kafka_participants())
-    specs = layout.specs(args.partitions or settings.topic_partitions, participants)
+    specs = layout.specs(args.partitions or settings.topic_partitions, participants,
+                         max_command_bytes=settings.max_command_bytes)
     report = create_topics(
         AdminClient(settings.kafka_config()), specs, settings.topic_replication_factor
     )
@@ -174,6 +178,8 @@ def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
         print(f"created  {name}")
     for name in report.existing:
         print(f"exists   {name}")
+    for name in report.reconfigured:
+        print(f"set      {name} (configs brought to the spec)")
     return 0
 
 
@@ -196,6 +202,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         step_concurrency=args.step_concurrency,
         idempotency_window_ms=args.idempotency_window_s * 1000,
         static_membership=args.static_membership,
+        stall_after_s=args.stall_after_s,
     )
     return run_worker(settings, options)
 

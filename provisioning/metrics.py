@@ -54,9 +54,45 @@ PROJECTED = Counter(
     "provisioning_projected_events", "Events written into the projection.", [])
 OPERATOR_ACTIONS = Counter(
     "provisioning_operator_actions", "Operator actions applied, by action.", ["action"])
+PROJECTOR_HELD_PARTITIONS = Gauge(
+    "provisioning_projector_held_partitions",
+    "Events partitions the projector holds at a record whose writer schema it does not know: "
+    "nothing at or after it is projected until a projector with that schema reads it "
+    "(readiness is false while any is held).", ["group"])
+PROJECTOR_UNPROJECTABLE = Counter(
+    "provisioning_projector_unprojectable_records",
+    "Records of the events topic the projector could not project, by kind: unknown_schema "
+    "(its partition is held, counted once per hold), malformed or not_an_event (sent to the "
+    "events dead-letter topic).", ["group", "kind"])
+
+# --- blast radius: what one bad input cost, and that it cost no one else ----------------------
+REJECTED_REPLIES = Counter(
+    "provisioning_rejected_replies",
+    "Step replies dropped because they answer no attempt sent to a Kafka participant and "
+    "still waiting: reason is undecodable, unknown_saga, not_awaited, not_remote, "
+    "wrong_idempotency_key or wrong_participant.", ["reason"])
+SAGA_FAULTS = Counter(
+    "provisioning_saga_faults",
+    "Saga inputs dropped because even their fallback could not be decided or recorded (a "
+    "command that cannot is dead-lettered, an answer becomes a permanent failure).", ["input"])
+REPLIES_DROPPED = Counter(
+    "provisioning_replies_dropped",
+    "Seed responses not sent because the command's replyTo may not or cannot be written.", [])
+CORRUPT_STATE_RECORDS = Counter(
+    "provisioning_corrupt_state_records",
+    "Records of the state topic that are not a readable SagaState: skipped at restore.", [])
+PARTITION_STALLS = Counter(
+    "provisioning_partition_stalls",
+    "Times an assigned partition had unread records and made no progress for the stall time "
+    "while the worker was not holding back.", ["topic"])
+STALLED_PARTITIONS = Gauge(
+    "provisioning_stalled_partitions",
+    "Assigned partitions stalled right now (readiness is false while any is).", [])
 
 ALL = (REQUESTS, DURATION, STEP_DURATION, RETRIES, FAILURES, COMPENSATIONS, ACTIVE, STUCK, DLQ,
-       CONSUMER_LAG, COMMIT_SECONDS, PROJECTED, OPERATOR_ACTIONS)
+       CONSUMER_LAG, COMMIT_SECONDS, PROJECTED, OPERATOR_ACTIONS,
+       REJECTED_REPLIES, SAGA_FAULTS, REPLIES_DROPPED, CORRUPT_STATE_RECORDS, PARTITION_STALLS,
+       STALLED_PARTITIONS, PROJECTOR_HELD_PARTITIONS, PROJECTOR_UNPROJECTABLE)
 
 
 def exported_names() -> set[str]:

@@ -189,7 +189,7 @@ def _on_step_result(
         reason = result.reason or result.outcome.value.lower().replace("_", " ")
         step_failed(
             t, workflow, step, result.attempt, reason,
-            transient=result.outcome is Outcome.TRANSIENT_FAILURE,
+            transient=result.outcome is Outcome.TRANSIENT_FAILURE, acted=result.acted,
         )
 
 

@@ -51,6 +51,9 @@ class StepResult:
     outcome: Outcome
     output: FrozenMap[str, str] = EMPTY
     reason: str | None = None
+    # A failure after the participant did the work (e.g. a success whose output could not be
+    # recorded): the step is compensated too, as after an attempt whose answer never came.
+    acted: bool = False
 
     def __post_init__(self) -> None:
         freeze_fields(self, "output")

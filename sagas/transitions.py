@@ -169,9 +169,11 @@ def step_succeeded(
 
 
 def step_failed(
-    t: Transition, workflow: Workflow, step: Step, attempt: int, reason: str, *, transient: bool
+    t: Transition, workflow: Workflow, step: Step, attempt: int, reason: str, *, transient: bool,
+    acted: bool = False,
 ) -> None:
-    """An attempt failed: retry it after the backoff, or fail the step for good."""
+    """An attempt failed: retry it after the backoff, or fail the step for good (undoing it
+    too unless the participant refused its first attempt without acting)."""
     if transient and step.retry.allows_retry_after(attempt):
         retry_at = t.now + step.retry.backoff_ms(attempt)
         deadline = t.saga.step_deadline
@@ -187,7 +189,7 @@ def step_failed(
         reason = f"{reason} (gave up after {attempt} attempts)"
     # Only a participant's "no" to the first attempt is sure to leave nothing behind.
     fail_step_for_good(t, workflow, step.name, attempt, reason, transient=transient,
-                       may_have_acted=transient or attempt > 1)
+                       may_have_acted=transient or attempt > 1 or acted)
 
 
 def fail_step_for_good(

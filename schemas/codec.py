@@ -129,6 +129,10 @@ class Codec:
     def decode(self, data: bytes) -> Decoded:
         return self._decode(data, self._reader(data))
 
+    def record_name_of(self, data: bytes) -> str:
+        """The record the bytes hold, from their header alone (nothing decoded)."""
+        return self._reader(data).record_name
+
     def decode_as(self, data: bytes, record_name: str) -> Decoded:
         self._writer(record_name)
         reader = self._reader(data)
@@ -221,6 +225,12 @@ def decode(data: bytes) -> Decoded:
     `TruncatedRecord`, `MalformedRecord` or `UnknownFingerprint`.
     """
     return default_codec().decode(data)
+
+
+def record_name_of(data: bytes) -> str:
+    """The record name of single-object encoded bytes, read from the header only. Raises
+    `MalformedRecord` or `UnknownFingerprint` like `decode`."""
+    return default_codec().record_name_of(data)
 
 
 def decode_as(data: bytes, record_name: str) -> Decoded:

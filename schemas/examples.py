@@ -247,6 +247,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "output": {"tenantId": TENANT_ID},
         "reason": None,
         "occurredAt": T0 + 815,
+        "participant": "entity-management",
     },
 }
 

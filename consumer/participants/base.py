@@ -49,6 +49,8 @@ class StepOutcome:
     outcome: Outcome
     output: Mapping[str, str] = field(default_factory=dict)
     reason: str | None = None
+    # A failure after the participant did (some of) the work: the step is undone too.
+    acted: bool = False
 
     @classmethod
     def succeeded(cls, **output: str) -> StepOutcome:

@@ -18,7 +18,7 @@ from consumer.commands import InvalidCommand, read_command
 from consumer.participants.builtin.registry import add_entity
 from provisioning.errors import CodecError
 from provisioning.settings import Settings
-from provisioning.topics import TopicLayout
+from provisioning.topics import ReplyTopicRule, TopicLayout
 from schemas import codec
 
 
@@ -41,10 +41,12 @@ class DeadLetters:
             self.reasons[origin] = headers["dlq-reason"].decode()
 
 
-def _valid_command(record: Hostile, max_bytes: int) -> str | None:
+def _valid_command(record: Hostile, settings: Settings) -> str | None:
     """The requestId when the worker's own checks take the record as a command."""
+    rule = ReplyTopicRule(TopicLayout(settings.topic_prefix), settings.reply_topic_pattern)
     try:
-        return read_command(record.key, record.value, max_bytes).request_id
+        return read_command(record.key, record.value, settings.max_command_bytes,
+                            rule).request_id
     except (CodecError, InvalidCommand):
         return None
 
@@ -81,7 +83,7 @@ def test_every_hostile_record_is_dead_lettered_or_runs_and_the_worker_goes_on(
     events = TopicReader(settings, topics.events)
     events.wait_for(lambda r: all(r.terminal(i) for i in valid), 60, "the valid commands' ends")
     dlq = DeadLetters(settings, topics.commands_dlq)
-    accepted = {r: _valid_command(r, settings.max_command_bytes) for r, _, _ in placed}
+    accepted = {r: _valid_command(r, settings) for r, _, _ in placed}
     expected = {(p, o) for r, p, o in placed if accepted[r] is None}
     wait_until(lambda: dlq.poll() or expected <= dlq.reasons.keys(), 30,
                "every invalid record in the DLQ")

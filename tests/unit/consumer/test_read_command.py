@@ -19,18 +19,20 @@ from hypothesis import strategies as st
 
 from consumer.commands import InvalidCommand, command_from_params, read_command, to_start_command
 from provisioning.errors import CodecError
+from provisioning.topics import ReplyTopicRule, TopicLayout
 from sagas import OperatorCancel, StartCommand
 from schemas import codec
 from schemas.examples import EXAMPLES
 
 LIMIT = 64 * 1024
+RULE = ReplyTopicRule(TopicLayout(""))
 
 
 @settings(max_examples=400, deadline=None)
 @given(hostile_records)
 def test_a_hostile_record_is_a_command_or_a_clear_rejection(record: Hostile) -> None:
     try:
-        command = read_command(record.key, record.value, LIMIT)
+        command = read_command(record.key, record.value, LIMIT, RULE)
     except (CodecError, InvalidCommand) as exc:
         assert str(exc), record.kind
     else:
@@ -42,7 +44,7 @@ def test_a_hostile_record_is_a_command_or_a_clear_rejection(record: Hostile) -> 
 @given(st.binary(max_size=2000), st.one_of(st.none(), st.binary(max_size=40)))
 def test_random_bytes_never_escape_as_another_exception(value: bytes, key: bytes | None) -> None:
     with pytest.raises((CodecError, InvalidCommand)):
-        read_command(key, value, LIMIT)
+        read_command(key, value, LIMIT, RULE)
 
 
 @pytest.mark.parametrize("record", [
@@ -53,7 +55,7 @@ def test_random_bytes_never_escape_as_another_exception(value: bytes, key: bytes
 ], ids=lambda r: r.kind)
 def test_records_that_can_never_be_valid_are_rejected_by_the_codec(record: Hostile) -> None:
     with pytest.raises(CodecError):
-        read_command(record.key, record.value, LIMIT)
+        read_command(record.key, record.value, LIMIT, RULE)
 
 
 def test_a_command_over_the_size_limit_is_refused_before_decoding() -> None:
@@ -61,14 +63,14 @@ def test_a_command_over_the_size_limit_is_refused_before_decoding() -> None:
     value = codec.encode("ProvisionTenantRequest", command)
 
     with pytest.raises(InvalidCommand, match=f"over the limit of {LIMIT}"):
-        read_command(command["requestId"].encode(), value, LIMIT)
+        read_command(command["requestId"].encode(), value, LIMIT, RULE)
 
 
 def test_the_key_must_be_the_requestid() -> None:
     value = VALID["ProvisionUserRequest"]
 
     with pytest.raises(InvalidCommand, match="is not the command's requestId"):
-        read_command(str(uuid.uuid4()).encode(), value, LIMIT)
+        read_command(str(uuid.uuid4()).encode(), value, LIMIT, RULE)
 
 
 def test_an_operator_command_becomes_the_operator_input() -> None:
@@ -76,7 +78,7 @@ def test_an_operator_command_becomes_the_operator_input() -> None:
                          {**EXAMPLES["ProvisioningOperatorCommand"], "action": "CANCEL"})
     request_id = EXAMPLES["ProvisioningOperatorCommand"]["requestId"]
 
-    command = read_command(request_id.encode(), value, LIMIT)
+    command = read_command(request_id.encode(), value, LIMIT, RULE)
 
     assert isinstance(command, OperatorCancel)
     assert command.request_id == request_id
@@ -88,7 +90,7 @@ def test_an_operator_action_this_version_does_not_know_is_refused() -> None:
     request_id = EXAMPLES["ProvisioningOperatorCommand"]["requestId"]
 
     with pytest.raises(InvalidCommand, match="not supported"):
-        read_command(request_id.encode(), value, LIMIT)
+        read_command(request_id.encode(), value, LIMIT, RULE)
 
 
 @pytest.mark.parametrize("name", COMMANDS)

@@ -1,0 +1,76 @@
+"""Participants' answers, made safe to record: the one boundary all of them cross.
+
+A participant is outside the service: an HTTP service, a Kafka participant, or code a team
+routed a step to. What it says — a failure reason, a step's outputs — goes into events, the
+state snapshot, logs and the projection. Whatever it sends, the worker records only text that
+every one of those can hold: valid UTF-8 without lone surrogates or NUL, of bounded length.
+An output too large to record fails the step for good, with a reason that says so, instead of
+failing the transaction that carries everyone's work.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from consumer.participants.base import Outcome, StepOutcome
+
+MAX_REASON_CHARS = 1000
+MAX_OUTPUT_ENTRIES = 64
+MAX_OUTPUT_NAME_CHARS = 128
+# An output value is what a later step or a subscriber needs (an id, an endpoint, a limit),
+# a certificate at most; a whole step's outputs stay far below a Kafka record.
+MAX_OUTPUT_VALUE_CHARS = 16 * 1024
+MAX_OUTPUT_BYTES = 64 * 1024
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_NUL = re.compile(r"\x00+")
+
+
+def clean_text(text: str, limit: int) -> str:
+    """`text` as one line of valid, printable text of at most `limit` characters."""
+    return _CONTROL.sub(" ", _valid_utf8(text)).strip()[:limit]
+
+
+def clean_reason(reason: str | None) -> str | None:
+    return None if reason is None else clean_text(reason, MAX_REASON_CHARS)
+
+
+def clean_outcome(outcome: StepOutcome) -> StepOutcome:
+    """The outcome as it may be recorded: reason cleaned, outputs checked and cleaned."""
+    reason = clean_reason(outcome.reason)
+    if outcome.outcome is not Outcome.SUCCEEDED or not outcome.output:
+        return StepOutcome(outcome.outcome, {}, reason, acted=outcome.acted)
+    problem = output_problem(outcome.output)
+    if problem is not None:  # it did the work: what it did is undone with the rest
+        return StepOutcome(Outcome.PERMANENT_FAILURE, {}, problem, acted=True)
+    output = {_valid_utf8(name): _NUL.sub("", _valid_utf8(value))
+              for name, value in outcome.output.items()}
+    return StepOutcome(Outcome.SUCCEEDED, output, reason)
+
+
+def output_problem(output: Mapping[str, str]) -> str | None:
+    """Why a step's outputs cannot be recorded, or None."""
+    if len(output) > MAX_OUTPUT_ENTRIES:
+        return (f"the participant's output has {len(output)} entries; at most "
+                f"{MAX_OUTPUT_ENTRIES} can be recorded")
+    size = 0
+    for name, value in output.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            return "the participant's output is not a map of strings"
+        if not name or len(name) > MAX_OUTPUT_NAME_CHARS or _CONTROL.search(name):
+            return (f"the participant's output name {clean_text(name, 40)!r} is not 1 to "
+                    f"{MAX_OUTPUT_NAME_CHARS} printable characters")
+        if len(value) > MAX_OUTPUT_VALUE_CHARS:
+            return (f"the participant's output {clean_text(name, 40)!r} is too large to record "
+                    f"({len(value)} characters; at most {MAX_OUTPUT_VALUE_CHARS})")
+        size += len(name.encode("utf-8", "replace")) + len(value.encode("utf-8", "replace"))
+    if size > MAX_OUTPUT_BYTES:
+        return (f"the participant's output is too large to record ({size} bytes; at most "
+                f"{MAX_OUTPUT_BYTES})")
+    return None
+
+
+def _valid_utf8(text: str) -> str:
+    # Lone surrogates (valid JSON, e.g. "\ud800", but not encodable) become "?".
+    return text.encode("utf-8", "replace").decode("utf-8")
