@@ -5,8 +5,9 @@
     GET  /api/v1/provisioning/{requestId}/events               the audit trail
     POST /api/v1/provisioning/{requestId}/retry                resend a FAILED request
 
-Every call needs a bearer token (`api.auth`). X-Tenant-ID is required except for tenant
-creation and must equal the token's tenant; a request of another tenant is a 404, never a 403,
+Every call needs a bearer token (`api.auth`); creating a tenant needs provisioning:onboard
+besides provisioning:submit. X-Tenant-ID is required except for tenant creation and must
+equal the token's tenant; a request of another tenant is a 404, never a 403,
 so request ids do not leak. An accepted request is visible at once as PENDING: the row is
 written before the command is published, and removed again if publishing fails.
 """
@@ -27,7 +28,17 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from api import problems
-from api.auth import OPERATE, READ, RETRY, SUBMIT, Caller, TokenVerifier, Unauthenticated
+from api.auth import (
+    ONBOARD,
+    OPERATE,
+    READ,
+    RETRY,
+    SUBMIT,
+    Caller,
+    KeysUnavailable,
+    TokenVerifier,
+    Unauthenticated,
+)
 from api.bodies import (
     Accepted,
     AuditEvent,
@@ -53,6 +64,7 @@ from provisioning.database import create_engine, database_answers
 from provisioning.errors import ProvisioningError, TransientError
 from provisioning.ops import start_ops
 from provisioning.settings import Settings, get_settings
+from provisioning.topics import ReplyTopicRule, TopicLayout
 from sagas import payload_hash
 
 PREFIX = "/api/v1/provisioning"
@@ -65,6 +77,8 @@ class Services:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.reply_topics = ReplyTopicRule(TopicLayout(settings.topic_prefix),
+                                           settings.reply_topic_pattern)
         self.engine = create_engine(settings, pool_size=8, max_overflow=4)
         self.publisher = AsyncCommandPublisher(settings)
         self.finished = FinishedRequests(settings.database_url_plain()).start()
@@ -249,10 +263,16 @@ async def _caller(request: Request, credentials: Annotated[HTTPAuthorizationCred
     if credentials is None:
         raise Problem(401, "a bearer token is required", headers={"WWW-Authenticate": "Bearer"})
     try:
-        return request.app.state.verifier.verify(credentials.credentials)
+        # In a thread: verifying may fetch the identity provider's keys, and a slow provider
+        # must not hold up every other request (nor /healthz) on the event loop.
+        return await run_in_threadpool(request.app.state.verifier.verify,
+                                       credentials.credentials)
     except Unauthenticated as exc:
         raise Problem(401, str(exc),
                       headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
+    except KeysUnavailable as exc:
+        raise Problem(503, f"the token could not be checked: {exc}",
+                      headers={"Retry-After": "5"}) from None
 
 
 def _services(request: Request) -> Services:
@@ -270,6 +290,8 @@ async def _submit(svc: Services, workflow: str, body: Any, request: Request, res
                   who: Caller, x_tenant_id: str | None, wait: float,
                   traceparent: str | None) -> Accepted | RequestStatus:
     _require(who, SUBMIT)
+    if workflow == "tenant":  # its submitter becomes the new tenant's admin
+        _require(who, ONBOARD)
     tenant_id = _tenant_of_submission(workflow, body, who, x_tenant_id)
     request_id = str(body.requestId or uuid.uuid4())
     record_name, command = _command(workflow, body, request_id, who, tenant_id)
@@ -277,6 +299,7 @@ async def _submit(svc: Services, workflow: str, body: Any, request: Request, res
         start = to_start_command(record_name, command)
     except InvalidCommand as exc:
         raise Problem(422, str(exc)) from None
+    _check_reply_topic(svc, start.reply_to)
     now = datetime.now(UTC)
     row = RequestRow(
         request_id=request_id, workflow_type=workflow, tenant_id=start.tenant_id,
@@ -360,6 +383,13 @@ def _tenant_of_submission(workflow: str, body: Any, who: Caller,
     if body.tenantId is not None and body.tenantId != x_tenant_id:
         raise Problem(400, "tenantId in the body differs from the X-Tenant-ID header")
     return x_tenant_id
+
+
+def _check_reply_topic(svc: Services, topic: str | None) -> None:
+    """The worker writes replies with its own rights: never to a topic the rule forbids."""
+    reason = svc.reply_topics.problem(topic) if topic is not None else None
+    if reason is not None:
+        raise Problem(422, f"the request is not valid: {reason}")
 
 
 def _check_tenant_header(who: Caller, x_tenant_id: str | None, *, required: bool) -> None:

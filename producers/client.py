@@ -23,7 +23,7 @@ from consumer.commands import RECORD_OF_WORKFLOW, InvalidCommand, to_start_comma
 from producers.commands import CommandPublisher
 from provisioning.errors import CodecError, ConfigurationError, ProvisioningError, TransientError
 from provisioning.settings import Settings
-from provisioning.topics import TopicLayout
+from provisioning.topics import ReplyTopicRule, TopicLayout
 from schemas import codec
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,8 @@ class ProvisioningClient:
     def __init__(self, settings: Settings, producer: Producer | None = None) -> None:
         self._settings = settings
         self._events_topic = TopicLayout(settings.topic_prefix).events
+        self._reply_topics = ReplyTopicRule(TopicLayout(settings.topic_prefix),
+                                            settings.reply_topic_pattern)
         self._publisher = CommandPublisher(settings, producer)
         self._submitted_at: OrderedDict[str, int] = OrderedDict()
 
@@ -188,6 +190,9 @@ class ProvisioningClient:
         `wait_for_delivery=False` the command is only queued; call `flush()` to batch.
         """
         submitted_ms = now_ms()
+        reply_topic_problem = self._reply_topics.problem(reply_to) if reply_to else None
+        if reply_topic_problem is not None:
+            raise InvalidRequest(f"{workflow_type} request refused: {reply_topic_problem}")
         record_name, command = build_command(
             workflow_type, params,
             request_id=str(uuid.uuid4()) if request_id is None else canonical_id(request_id),

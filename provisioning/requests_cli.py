@@ -71,7 +71,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     token.add_argument("--subject", required=True, help="the caller's identity (sub)")
     token.add_argument("--tenant", required=True, help="the caller's tenant (tenant_id)")
     token.add_argument("--permission", action="append", dest="permissions",
-                       help="repeatable; default: submit, read and retry")
+                       help="repeatable, e.g. provisioning:onboard; default: submit, read, "
+                       "retry and onboard (a local developer acting as the platform)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.set_defaults(handler=_token)
 

@@ -63,11 +63,15 @@ def token(signing_key: DevSigningKey) -> Token:
 
 
 def start_api(settings: Settings, log_dir: Path, signing_key: DevSigningKey,
-              max_wait_s: float = 30) -> tuple[ServiceProcess, str]:
+              max_wait_s: float = 30, extra_env: dict[str, str] | None = None
+              ) -> tuple[ServiceProcess, str]:
+    """`provisioning api` trusting `signing_key` (unless `extra_env` says otherwise), once it
+    answers; returns the process and its URL."""
     port = free_port()
     api = ServiceProcess(settings, log_dir, ("api", "--port", str(port)), extra_env={
         "PROVISIONING_AUTH_JWKS_FILE": str(signing_key.jwks_file),
         "PROVISIONING_API_MAX_WAIT_S": str(max_wait_s),
+        **(extra_env or {}),
     }).start()
     url = f"http://127.0.0.1:{port}"
 

@@ -133,6 +133,26 @@ def test_invalid_request_is_refused_before_kafka(
     assert [m.key().decode() for m in read_topic(settings, topics.commands)] == [valid_id]
 
 
+def test_a_reply_topic_the_worker_must_not_write_is_refused_before_kafka(
+    settings: Settings, topics: TopicLayout
+) -> None:
+    settings = settings.model_copy(update={"reply_topic_pattern": r"crm\..+"})
+    forbidden = {
+        "__consumer_offsets": "internal Kafka topic",
+        topics.state: "own topics",
+        "staging.provisioning.step-replies": "own topics",  # another namespace's
+        "billing.invoices": "not an allowed reply topic",  # outside the pattern
+    }
+    with ProvisioningClient(settings) as client:
+        for topic, reason in forbidden.items():
+            with pytest.raises(InvalidRequest, match=reason):
+                client.submit("user", USER_PARAMS, requested_by="svc-crm", reply_to=topic)
+        valid_id = client.submit("user", USER_PARAMS, requested_by="svc-crm",
+                                 reply_to="crm.replies")
+
+    assert [m.key().decode() for m in read_topic(settings, topics.commands)] == [valid_id]
+
+
 def test_await_outcome_returns_completed_and_skips_other_requests(
     settings: Settings, topics: TopicLayout
 ) -> None:
