@@ -93,13 +93,13 @@ def projector_factory(settings: Settings, migrated: sa.Engine) -> Iterator[calla
 
     def make(group: str, engine: sa.Engine = migrated, **options: object) -> Projector:
         projector = Projector(settings, engine, ProjectorOptions(group=group, **options))
-        projector._consumer.subscribe([TopicLayout(settings.topic_prefix).events])
+        projector.subscribe()
         made.append(projector)
         return projector
 
     yield make
     for projector in made:
-        projector._consumer.close()
+        projector.close()
 
 
 def test_redelivered_events_change_no_row_and_add_no_audit_row(
