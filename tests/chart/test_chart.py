@@ -163,3 +163,232 @@ def test_monitoring_ships_the_alerts_and_the_dashboard(helm: Path) -> None:
     assert json.loads(dashboard["data"]["provisioning-dashboard.json"])["panels"]
     monitor = by_kind(docs, "ServiceMonitor")["rel-provisioning"]
     assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+# --- blast radius (issue 15): network, secrets, /tmp -------------------------------------------
+
+COMPONENTS = ("worker", "projector", "api")
+HOOK_JOBS = ("topics", "migrate")
+
+
+def pod_specs(docs: list[dict]) -> dict[str, dict]:
+    """Every pod template, by component: the three Deployments and the hook Jobs."""
+    pods = {}
+    for kind in ("Deployment", "Job"):
+        for doc in by_kind(docs, kind).values():
+            template = doc["spec"]["template"]
+            pods[template["metadata"]["labels"]["app.kubernetes.io/component"]] = template
+    return pods
+
+
+def ports_of(rules: list[dict]) -> set[tuple[int, str]]:
+    return {(p["port"], p["protocol"]) for rule in rules for p in rule.get("ports", [])}
+
+
+def egress_to(policy: dict, port: int) -> list[dict]:
+    """The peers of the egress rules that open `port` (an empty list: any destination)."""
+    rules = [r for r in policy["spec"]["egress"] if (port, "TCP") in ports_of([r])]
+    assert rules, f"no egress to port {port}"
+    return [peer for rule in rules for peer in rule.get("to", [])]
+
+
+def values_file(tmp_path: Path, values: dict) -> tuple[str, str]:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return "--values", str(path)
+
+
+def test_network_policies_cover_every_pod_and_open_only_what_it_needs(helm: Path) -> None:
+    docs = render(helm)
+    policies = by_kind(docs, "NetworkPolicy")
+    assert set(policies) == {f"rel-provisioning-{c}" for c in (*COMPONENTS, *HOOK_JOBS)}
+    pods = pod_specs(docs)
+    assert set(pods) == {*COMPONENTS, *HOOK_JOBS}
+    for component, pod in pods.items():
+        policy = policies[f"rel-provisioning-{component}"]["spec"]
+        assert policy["policyTypes"] == ["Ingress", "Egress"]
+        selected = policy["podSelector"]["matchLabels"]
+        assert selected.items() <= pod["metadata"]["labels"].items(), component
+        others = [c for c in pods if c != component]
+        assert not any(selected.items() <= pods[c]["metadata"]["labels"].items() for c in others)
+
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name":
+                                                        "monitoring"}}}
+    metrics_rule = {"from": [monitoring], "ports": [{"port": 9100, "protocol": "TCP"}]}
+    api_rule = {"from": [{"namespaceSelector": {}}], "ports": [{"port": 8080, "protocol": "TCP"}]}
+    spec = {name.removeprefix("rel-provisioning-"): p["spec"] for name, p in policies.items()}
+    assert spec["worker"]["ingress"] == [metrics_rule]
+    assert spec["projector"]["ingress"] == [metrics_rule]
+    assert spec["api"]["ingress"] == [api_rule, metrics_rule]  # the API port from the cluster
+    assert spec["topics"]["ingress"] == [] and spec["migrate"]["ingress"] == []
+
+    dns = {(53, "UDP"), (53, "TCP")}
+    kafka, postgres, jwks = (9092, "TCP"), (5432, "TCP"), (443, "TCP")
+    expected = {"worker": dns | {kafka, postgres}, "projector": dns | {kafka, postgres},
+                "api": dns | {kafka, postgres, jwks}, "topics": dns | {kafka},
+                "migrate": dns | {postgres}}
+    for component, ports in expected.items():
+        assert ports_of(spec[component]["egress"]) == ports, component
+        (dns_rule,) = [r for r in spec[component]["egress"] if ports_of([r]) == dns]
+        assert dns_rule["to"] == [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "kube-system"}}}]
+
+
+def test_hook_jobs_policies_exist_before_the_jobs_run(helm: Path) -> None:
+    docs = render(helm)
+    policies, jobs = by_kind(docs, "NetworkPolicy"), by_kind(docs, "Job")
+    for name in HOOK_JOBS:
+        annotations = policies[f"rel-provisioning-{name}"]["metadata"]["annotations"]
+        job = jobs[f"rel-provisioning-{name}"]["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == job["helm.sh/hook"]
+        assert int(annotations["helm.sh/hook-weight"]) < int(job["helm.sh/hook-weight"])
+        assert "hook-succeeded" in annotations["helm.sh/hook-delete-policy"]
+    for name in COMPONENTS:  # the long-lived ones belong to the release
+        assert "annotations" not in policies[f"rel-provisioning-{name}"]["metadata"]
+    without_hooks = render(helm, "--set", "hooks.createTopics=false",
+                           "--set", "hooks.migrateDatabase=false")
+    assert set(by_kind(without_hooks, "NetworkPolicy")) == {
+        f"rel-provisioning-{c}" for c in COMPONENTS}
+
+
+def test_network_policy_can_be_disabled(helm: Path) -> None:
+    docs = render(helm, "--set", "networkPolicy.enabled=false")
+    assert by_kind(docs, "NetworkPolicy") == {}
+    assert by_kind(docs, "Deployment")
+
+
+def test_network_policy_takes_the_chosen_peers(helm: Path, tmp_path: Path) -> None:
+    prometheus = {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}
+    observability = {"matchLabels": {"team": "observability"}}
+    # Helm merges maps: another label key replaces the default one only when that is nulled
+    chosen = {"matchLabels": {"team": "observability", "kubernetes.io/metadata.name": None}}
+    participant = {"to": [{"ipBlock": {"cidr": "10.30.4.0/24"}}],
+                   "ports": [{"port": 8443, "protocol": "TCP"}]}
+    docs = render(helm, *values_file(tmp_path, {
+        "kafka": {"bootstrapServers": "b-1.kafka.example:9096,b-2.kafka.example:9096"},
+        "auth": {"jwksUrl": "https://id.example.com:8443/jwks.json"},
+        "networkPolicy": {
+            "metricsFrom": {"namespaceSelector": chosen, "podSelector": prometheus},
+            "kafka": {"to": [{"ipBlock": {"cidr": "10.20.0.0/24"}}]},
+            "postgresql": {"ports": [6432], "to": [{"namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": "db"}}}]},
+            "identityProvider": {"to": [{"ipBlock": {"cidr": "192.0.2.0/24"}}]},
+            "extraEgress": {"worker": [participant]},
+        }}))
+    policies = {n.removeprefix("rel-provisioning-"): p for n, p in
+                by_kind(docs, "NetworkPolicy").items()}
+    for component in COMPONENTS:
+        policy = policies[component]
+        metrics = [r for r in policy["spec"]["ingress"] if (9100, "TCP") in ports_of([r])]
+        assert metrics == [{"from": [{"namespaceSelector": observability,
+                                      "podSelector": prometheus}],
+                            "ports": [{"port": 9100, "protocol": "TCP"}]}]
+        # Kafka's port comes from bootstrapServers; PostgreSQL's from the values
+        assert egress_to(policy, 9096) == [{"ipBlock": {"cidr": "10.20.0.0/24"}}]
+        assert egress_to(policy, 6432) == [{"namespaceSelector": {
+            "matchLabels": {"kubernetes.io/metadata.name": "db"}}}]
+        assert (5432, "TCP") not in ports_of(policy["spec"]["egress"])
+    # the worker reaches its HTTP participant, nobody else does; the API its identity provider
+    assert participant in policies["worker"]["spec"]["egress"]
+    assert participant not in policies["projector"]["spec"]["egress"]
+    assert egress_to(policies["api"], 8443) == [{"ipBlock": {"cidr": "192.0.2.0/24"}}]
+    assert (8443, "TCP") not in ports_of(policies["projector"]["spec"]["egress"])
+    for doc in docs:
+        if doc["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(doc, KUBE_VERSION.rsplit(".", 1)[0], strict=True)
+
+
+def test_metrics_namespace_chosen_by_name(helm: Path) -> None:
+    docs = render(helm, "--set",
+                  "networkPolicy.metricsFrom.namespaceSelector.matchLabels."
+                  "kubernetes\\.io/metadata\\.name=observability")
+    rules = [rule for policy in by_kind(docs, "NetworkPolicy").values()
+             for rule in policy["spec"]["ingress"] if (9100, "TCP") in ports_of([rule])]
+    assert len(rules) == len(COMPONENTS)
+    for rule in rules:
+        assert rule["from"] == [{"namespaceSelector": {"matchLabels": {
+            "kubernetes.io/metadata.name": "observability"}}}]
+
+
+def test_api_with_a_jwks_config_map_gets_no_egress_to_an_identity_provider(helm: Path) -> None:
+    policies = by_kind(render(helm, "--values", str(FULL)), "NetworkPolicy")
+    api, worker = policies["rel-provisioning-api"], policies["rel-provisioning-worker"]
+    assert ports_of(api["spec"]["egress"]) == {(53, "UDP"), (53, "TCP"), (9093, "TCP"),
+                                               (5432, "TCP"), (6432, "TCP")}
+    assert (443, "TCP") in ports_of(worker["spec"]["egress"])  # its HTTP participant
+
+
+def test_api_service_does_not_expose_the_metrics_port(helm: Path) -> None:
+    for values in ((), ("--values", str(FULL))):
+        docs = render(helm, *values)
+        services = by_kind(docs, "Service")
+        api = services["rel-provisioning-api"]
+        assert [p["name"] for p in api["spec"]["ports"]] == ["http"]
+        assert {p["targetPort"] for p in api["spec"]["ports"]} == {"http"}
+        # every pod is still scraped: a headless metrics Service per component
+        for component in COMPONENTS:
+            metrics = services[f"rel-provisioning-{component}-metrics"]
+            assert metrics["spec"]["clusterIP"] == "None"
+            assert metrics["spec"]["selector"]["app.kubernetes.io/component"] == component
+            assert [p["name"] for p in metrics["spec"]["ports"]] == ["metrics"]
+    monitor = by_kind(docs, "ServiceMonitor")["rel-provisioning"]
+    wanted = monitor["spec"]["selector"]["matchLabels"].items()
+    scraped = {name for name, s in services.items() if wanted <= s["metadata"]["labels"].items()}
+    assert scraped == {f"rel-provisioning-{c}-metrics" for c in COMPONENTS}
+
+
+def test_topics_job_gets_no_database_secret(helm: Path) -> None:
+    for values in ((), ("--values", str(FULL))):
+        docs = render(helm, *values)
+        database_secrets = {"provisioning-database", "provisioning-database-owner"}
+        pod = by_kind(docs, "Job")["rel-provisioning-topics"]["spec"]["template"]["spec"]
+        text = json.dumps(pod)
+        assert "PROVISIONING_DATABASE_URL" not in text
+        assert not any(secret in text for secret in database_secrets)
+        (container,) = pod["containers"]
+        assert "envFrom" not in container
+        referenced = {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"]
+                      if "valueFrom" in e}
+        assert referenced.isdisjoint(database_secrets)
+    # with SASL it gets Kafka's credentials; the migration job gets none of Kafka's
+    jobs = by_kind(docs, "Job")
+    topics_env = {e["name"] for e in
+                  jobs["rel-provisioning-topics"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "PROVISIONING_KAFKA_SASL_PASSWORD" in topics_env
+    migrate = jobs["rel-provisioning-migrate"]["spec"]["template"]["spec"]
+    assert "kafka-credentials" not in json.dumps(migrate)
+    assert "kafka-tls" not in {v["name"] for v in migrate["volumes"]}
+
+
+@pytest.mark.parametrize("values", [(), ("--values", str(FULL))], ids=["default", "full"])
+def test_every_empty_dir_has_a_size_limit(helm: Path, values: tuple[str, ...]) -> None:
+    limit = "32Mi" if values else "64Mi"
+    for component, template in pod_specs(render(helm, *values)).items():
+        pod = template["spec"]
+        empty_dirs = {v["name"]: v["emptyDir"] for v in pod["volumes"] if "emptyDir" in v}
+        assert empty_dirs, component
+        assert all(e.get("sizeLimit") == limit for e in empty_dirs.values()), component
+        for container in pod["containers"]:
+            # a read-only root filesystem: /tmp is a size-limited emptyDir
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            (tmp,) = [m for m in container["volumeMounts"] if m["mountPath"] == "/tmp"]
+            assert tmp["name"] in empty_dirs, component
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("tmpSizeLimit=\"64 MB\"", "at '/tmpSizeLimit'"),
+    # no port list for DNS or PostgreSQL: a rule without ports would open every port
+    ("networkPolicy.dns.ports=null", "at '/networkPolicy/dns'"),
+    ("networkPolicy.postgresql.ports=[]", "at '/networkPolicy/postgresql/ports'"),
+    ("networkPolicy.metricsFrom.namespaceSelector={\"matchLabels\": \"monitoring\"}",
+     "at '/networkPolicy/metricsFrom/namespaceSelector/matchLabels'"),
+    ("networkPolicy.kafka.ports=[0]", "at '/networkPolicy/kafka/ports/0'"),
+    ("networkPolicy.extraEgress.worker=[{\"to\": [{\"cidr\": \"10.0.0.0/8\"}]}]",
+     "at '/networkPolicy/extraEgress/worker/0/to/0'"),
+])
+def test_wrong_network_values_fail_with_a_clear_message(helm: Path, setting: str,
+                                                        message: str) -> None:
+    result = run(helm, "template", "rel", str(CHART), "--kube-version", KUBE_VERSION,
+                 "--set-json", setting)
+    assert result.returncode != 0
+    assert message in result.stderr

@@ -34,12 +34,24 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Settings every process reads: the ConfigMap, and secrets by reference only. */}}
 {{- define "provisioning.env" -}}
+{{ include "provisioning.databaseEnv" . }}
+{{- with include "provisioning.kafkaEnv" . }}
+{{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* The database URL, by reference (not for the topics job, which never touches PostgreSQL). */}}
+{{- define "provisioning.databaseEnv" -}}
 - name: PROVISIONING_DATABASE_URL
   valueFrom:
     secretKeyRef:
       name: {{ .Values.database.urlSecret.name }}
       key: {{ .Values.database.urlSecret.key }}
-{{- if .Values.kafka.saslSecret.name }}
+{{- end -}}
+
+{{/* The Kafka SASL credentials, by reference (not for the migration job). */}}
+{{- define "provisioning.kafkaEnv" -}}
+{{- if .Values.kafka.saslSecret.name -}}
 - name: PROVISIONING_KAFKA_SASL_USERNAME
   valueFrom:
     secretKeyRef:
@@ -75,7 +87,8 @@ app.kubernetes.io/component: {{ .component }}
 
 {{- define "provisioning.volumes" -}}
 - name: tmp
-  emptyDir: {}
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
 {{- if .Values.kafka.tlsSecret }}
 - name: kafka-tls
   secret:
@@ -148,6 +161,9 @@ PROVISIONING_KAFKA_SSL_CERTIFICATE_LOCATION: /etc/provisioning/kafka-tls/tls.crt
 PROVISIONING_KAFKA_SSL_KEY_LOCATION: /etc/provisioning/kafka-tls/tls.key
 {{- end }}
 PROVISIONING_TOPIC_PREFIX: {{ .Values.kafka.topicPrefix | quote }}
+{{- with .Values.kafka.replyTopicPattern }}
+PROVISIONING_REPLY_TOPIC_PATTERN: {{ . | quote }}
+{{- end }}
 PROVISIONING_TOPIC_PARTITIONS: {{ .Values.kafka.partitions | quote }}
 PROVISIONING_TOPIC_REPLICATION_FACTOR: {{ .Values.kafka.replicationFactor | quote }}
 PROVISIONING_AUTH_ISSUER: {{ .Values.auth.issuer | quote }}
@@ -162,4 +178,9 @@ PROVISIONING_METRICS_PORT: {{ .Values.metricsPort | quote }}
 {{- if .Values.routing }}
 PROVISIONING_ROUTING_FILE: /etc/provisioning/routing/routing.toml
 {{- end }}
+{{- end -}}
+
+{{/* The label of the headless metrics Services, which the ServiceMonitor selects. */}}
+{{- define "provisioning.metricsServiceLabel" -}}
+provisioning.io/metrics: "true"
 {{- end -}}
