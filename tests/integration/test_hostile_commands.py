@@ -7,7 +7,7 @@ from __future__ import annotations
 import uuid
 
 import sqlalchemy as sa
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from harness import TopicReader, WorkerProcess, wait_until
 from hostile import Hostile, hostile_records
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +18,7 @@ from consumer.commands import InvalidCommand, read_command
 from consumer.participants.builtin.registry import add_entity
 from provisioning.errors import CodecError
 from provisioning.settings import Settings
-from provisioning.topics import ReplyTopicRule, TopicLayout
+from provisioning.topics import COMMAND_HEADROOM_BYTES, ReplyTopicRule, TopicLayout
 from schemas import codec
 
 
@@ -62,11 +62,18 @@ def test_every_hostile_record_is_dead_lettered_or_runs_and_the_worker_goes_on(
 ) -> None:
     producer = Producer(settings.kafka_config())
     placed: list[tuple[Hostile, int, int]] = []
+    refused: list[tuple[Hostile, str]] = []  # by the broker: the commands topic's size limit
+
+    def delivered(err: KafkaError | None, msg: Message, record: Hostile) -> None:
+        if err is None:
+            placed.append((record, msg.partition(), msg.offset()))
+        else:
+            refused.append((record, err.name()))
+
     for n, record in enumerate(batch):
         producer.produce(topics.commands, key=record.key, value=record.value,
                          partition=n % settings.topic_partitions,
-                         on_delivery=lambda err, msg, r=record: placed.append(
-                             (r, msg.partition(), msg.offset())) if err is None else None)
+                         on_delivery=lambda err, msg, r=record: delivered(err, msg, r))
     # After them, on every partition, a valid command: once it ends, the worker has handled
     # everything before it.
     valid = []
@@ -78,7 +85,11 @@ def test_every_hostile_record_is_dead_lettered_or_runs_and_the_worker_goes_on(
                          value=codec.encode("ProvisionTenantRequest", command))
         valid.append(command["requestId"])
     assert producer.flush(30) == 0
-    assert len(placed) == len(batch)
+    assert len(placed) + len(refused) == len(batch)
+    limit = settings.max_command_bytes + COMMAND_HEADROOM_BYTES
+    for record, error in refused:
+        assert error == "MSG_SIZE_TOO_LARGE" and len(record.value) > settings.max_command_bytes, (
+            f"{record.kind}: {len(record.value)} bytes refused with {error} (limit {limit})")
 
     events = TopicReader(settings, topics.events)
     events.wait_for(lambda r: all(r.terminal(i) for i in valid), 60, "the valid commands' ends")
@@ -96,7 +107,8 @@ def test_every_hostile_record_is_dead_lettered_or_runs_and_the_worker_goes_on(
         if accepted[record] is None:
             assert dlq.reasons[(partition, offset)], f"{record.kind}: no reason given"
     ran = sum(1 for r, _, _ in placed if accepted[r] is not None)
-    print(f"\nhostile: {len(placed)} records, {len(placed) - ran} dead-lettered, {ran} ran")
+    print(f"\nhostile: {len(placed)} records, {len(placed) - ran} dead-lettered, {ran} ran, "
+          f"{len(refused)} refused by the broker for their size")
     assert worker.alive(), worker.log_text()[-3000:]
     assert "Traceback" not in worker.log_text()
     dlq.consumer.close()
