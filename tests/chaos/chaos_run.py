@@ -1,13 +1,16 @@
 """Sagas under faults, and the books checked afterwards.
 
-`run_chaos` starts workers (with participants that fail a share of attempts), a projector, and
-publishes N tenant sagas; while they run it injects the faults given, each once the batch has
-got that far: kill -9 of a worker (restarted under a new id), a worker added, the broker
+`run_chaos` starts workers (with participants that fail a share of attempts, and a limit on
+sagas in flight so that flow control holds commands back under the burst), a projector, and
+publishes N tenant sagas; while they run, a hostile neighbour (`hostile_neighbour.py`) keeps
+sending oversized commands, forbidden reply topics, forged step replies and sagas whose
+participant answers unrecordable text, and the faults given are injected, each once the batch
+has got that far: kill -9 of a worker (restarted under a new id), a worker added, the broker
 stopped and started, PostgreSQL stopped for a while. Then it waits for every saga's end and
 counts what must be zero: sagas lost (no terminal event), duplicated (two terminal events in
 one run, or two tenants for one entity), audit gaps (a trail that is not 1..n), projection
-rows that differ from the state topic; and the share of transiently failed steps that
-completed on a retry.
+rows that differ from the state topic, worker processes that exited by themselves; and the
+share of transiently failed steps that completed on a retry.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
+from hostile_neighbour import HostileNeighbour
 
 from producers.commands import CommandPublisher
 from provisioning.devservices import LocalServices
@@ -50,6 +55,8 @@ class Report:
     retried_steps: int = 0
     retried_then_completed: int = 0
     secrets_in_logs: int = 0  # log files of the run that contain the database password
+    hostile: int = 0  # hostile records the neighbour sent
+    worker_exits: int = 0  # worker processes that ended without being killed or stopped
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -60,23 +67,26 @@ class Report:
         return (f"chaos: sagas={self.sagas} faults={self.faults} lost={self.lost} "
                 f"duplicated={self.duplicated} audit_gaps={self.audit_gaps} "
                 f"projection_mismatches={self.projection_mismatches} "
-                f"retry_success={self.retry_success:.3f}")
+                f"retry_success={self.retry_success:.3f} hostile={self.hostile} "
+                f"worker_exits={self.worker_exits}")
 
 
 @dataclass
 class Workers:
     settings: Settings
     log_dir: Path
+    max_in_flight: int = 10_000
     group: str = field(default_factory=lambda: f"chaos-{uuid.uuid4().hex[:8]}")
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    killed: set[str] = field(default_factory=set)
 
     def add(self) -> str:
         instance = f"w{len(self.processes)}-{uuid.uuid4().hex[:4]}"
         log = (self.log_dir / f"chaos-worker-{instance}.log").open("ab")
         self.processes[instance] = subprocess.Popen(
             [sys.executable, str(HERE / "chaos_worker.py"), "--group", self.group,
-             "--instance", instance], env=process_env(self.settings), cwd=ROOT,
-            stdout=log, stderr=subprocess.STDOUT)
+             "--instance", instance, "--max-in-flight", str(self.max_in_flight)],
+            env=process_env(self.settings), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         return instance
 
     def kill_one(self, rng: random.Random) -> str:
@@ -84,7 +94,13 @@ class Workers:
         victim = rng.choice(alive)
         self.processes[victim].send_signal(signal.SIGKILL)
         self.processes[victim].wait(10)
+        self.killed.add(victim)
         return victim
+
+    def exited(self) -> list[str]:
+        """Workers that ended by themselves (not killed here, not yet stopped)."""
+        return [i for i, p in self.processes.items() if p.poll() is not None
+                and i not in self.killed]
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -99,9 +115,10 @@ class Workers:
 
 def run_chaos(settings: Settings, engine: sa.Engine, log_dir: Path, sagas: int,
               faults: list[str], workers: int = 2, seed: int | None = None,
-              timeout_s: float = 900) -> Report:
+              timeout_s: float = 900, max_in_flight: int = 100) -> Report:
     """`seed` picks the moments of the faults and the workers killed; None: a new one, printed
-    in the notes so that a run can be repeated."""
+    in the notes so that a run can be repeated. `max_in_flight` per worker: below the burst,
+    so that workers hold commands back while faults (a worker added among them) happen."""
     seed = random.SystemRandom().randrange(2**32) if seed is None else seed
     rng = random.Random(seed)
     report = Report(sagas=sagas)
@@ -113,17 +130,20 @@ def run_chaos(settings: Settings, engine: sa.Engine, log_dir: Path, sagas: int,
                              "(gen_random_uuid(), :e, :e)"),
                      [{"e": c["entityId"]} for c in commands])
     ids = [c["requestId"] for c in commands]
-    pool = Workers(settings, log_dir)
+    _accept_oversized_commands(settings)
+    pool = Workers(settings, log_dir, max_in_flight=max_in_flight)
     for _ in range(workers):
         pool.add()
     projector = ServiceProcess(settings, log_dir, ("projector", "--group", f"{pool.group}-p"))
     projector.start()
     events = TopicReader(settings, f"{settings.topic_prefix}.provisioning.events")
     services = LocalServices.from_settings(Settings())
+    neighbour = HostileNeighbour(settings, engine, ids, _tenant_command)
     try:
         with CommandPublisher(settings) as publisher:
             for command in commands:
                 publisher.publish("ProvisionTenantRequest", command)
+        neighbour.start()
         # Each fault at a random moment: when that share of the sagas has ended.
         moments = sorted(rng.uniform(0.05, 0.85) for _ in faults)
         schedule = list(zip(moments, faults, strict=True))
@@ -134,17 +154,54 @@ def run_chaos(settings: Settings, engine: sa.Engine, log_dir: Path, sagas: int,
             done = sum(1 for i in ids if events.terminal(i)) / sagas
             while schedule and done >= schedule[0][0]:
                 _, fault = schedule.pop(0)
+                waiting = sum(1 for i in ids if not events.by_key.get(i))
                 _inject(fault, pool, services, rng, report)
-                report.notes[-1] += f" at {done:.0%} of the sagas ended"
+                report.notes[-1] += (f" at {done:.0%} of the sagas ended, {waiting} commands "
+                                     "held back in Kafka")
+        neighbour.stop()
+        _await_hostile(report, events, neighbour, deadline)
         _settle(events)
+        report.worker_exits = len(pool.exited())
+        report.notes += [f"{i} exited by itself" for i in pool.exited()]
         pool.stop()
         _check(report, events, ids, commands, engine, settings)
         _check_logs(report, log_dir, settings)
     finally:
+        neighbour.stop()
         pool.stop()
         projector.stop()
         events.close()
     return report
+
+
+def _accept_oversized_commands(settings: Settings) -> None:
+    """The commands topic as one created before the service limited its size (the broker's
+    1 MiB default): the hostile neighbour's 1 MB commands then reach the workers."""
+    admin = AdminClient(settings.kafka_config())
+    resource = ConfigResource(
+        ConfigResource.Type.TOPIC, f"{settings.topic_prefix}.provisioning.commands",
+        incremental_configs=[ConfigEntry("max.message.bytes", "1048588",
+                                         incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([resource])[resource].result(10)
+    time.sleep(1)  # the broker applies it from the metadata log a moment later
+
+
+def _await_hostile(report: Report, events: TopicReader, neighbour: HostileNeighbour,
+                   deadline: float) -> None:
+    """Every saga of the neighbour's unrecordable answers ends, FAILED with its reason."""
+    report.hostile = neighbour.sent
+    ids = neighbour.participant_sagas
+    while not all(events.terminal(i) for i in ids):
+        assert time.monotonic() < deadline, report.line() + " (hostile sagas did not end)"
+        events.poll(0.5)
+    ended = Counter(events.terminal(i)[-1].record_name for i in ids)
+    report.notes.append(f"hostile neighbour: {neighbour.sent} records; its {len(ids)} sagas "
+                        f"with unrecordable answers ended {dict(ended)}")
+    if ended.get("ProvisioningSucceeded"):
+        report.notes.append("a saga with an unrecordable answer succeeded")
+        report.duplicated += ended["ProvisioningSucceeded"]
+    report.notes += [f"hostile neighbour: {e}" for e in neighbour.errors[:5]
+                     if "MSG_SIZE_TOO_LARGE" not in e]
 
 
 def _inject(fault: str, pool: Workers, services: LocalServices, rng: random.Random,

@@ -6,6 +6,9 @@ A fifth of the attempts (chosen by a hash of idempotency key and attempt, so a r
 same attempt is decided the same way and the next attempt differently) fail transiently: half
 before the participant acts, half after it acted (the answer is "lost"), so the retry must
 find the work done under the same idempotency key and not do it twice.
+
+For the hostile neighbour's entities (`hostile_neighbour.py`) the participant answers what
+cannot be recorded: a reason with a lone surrogate, or an output of 950 KB after doing the work.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+
+from hostile_neighbour import HUGE_PREFIX, SURROGATE_PREFIX
 
 from consumer.participants.base import StepCall, StepOutcome
 from consumer.participants.builtin import BuiltinParticipant
@@ -30,6 +35,12 @@ class FailingParticipant:
         self._rate = rate
 
     def call(self, call: StepCall) -> StepOutcome:
+        entity = call.params.get("entityId", "")
+        if entity.startswith(SURROGATE_PREFIX) and call.step == "create-admin-role":
+            return StepOutcome.permanent("no admin role for \ud800 today")
+        if entity.startswith(HUGE_PREFIX) and call.step == "activate-services":
+            outcome = self._inner.call(call)
+            return StepOutcome.succeeded(**outcome.output, notes="x" * 950_000)
         digest = hashlib.sha256(f"{call.idempotency_key}:{call.action}:{call.attempt}".encode())
         draw = int.from_bytes(digest.digest()[:4], "big") / 2**32
         if draw < self._rate / 2:
@@ -63,6 +74,7 @@ def main() -> None:
     parser.add_argument("--group", required=True)
     parser.add_argument("--instance", required=True)
     parser.add_argument("--failure-rate", type=float, default=0.2)
+    parser.add_argument("--max-in-flight", type=int, default=10_000)
     args = parser.parse_args()
     configure_logging("WARNING")
     logging.getLogger("provisioning.saga").setLevel(logging.WARNING)
@@ -71,7 +83,8 @@ def main() -> None:
     participant = FailingParticipant(builtin, args.failure_rate)
     worker = Worker(settings, lambda call: participant,
                     WorkerOptions(group_id=args.group, instance_id=args.instance,
-                                  step_concurrency=16), routing=patient_routing())
+                                  step_concurrency=16, max_in_flight=args.max_in_flight),
+                    routing=patient_routing())
     worker.install_signal_handlers()
     worker.run()
 

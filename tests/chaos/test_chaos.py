@@ -31,13 +31,15 @@ def check(report: Report) -> None:
             report.projection_mismatches) == (0, 0, 0, 0), report.line()
     assert report.retry_success > 0.95, report.line()
     assert report.secrets_in_logs == 0, report.notes
+    assert report.worker_exits == 0, report.notes
+    assert report.hostile > 0, report.line()
 
 
 def test_kill_and_broker_restart_small(settings: Settings, topics: TopicLayout,
                                        migrated: sa.Engine, tmp_path: Path) -> None:
     # A fixed seed: the same moments in every `make test`.
     check(run_chaos(settings, migrated, tmp_path, sagas=80, faults=["kill", "broker"],
-                    seed=7, timeout_s=240))
+                    seed=7, timeout_s=240, max_in_flight=20))
 
 
 @pytest.mark.chaos
