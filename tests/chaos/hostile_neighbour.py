@@ -15,6 +15,7 @@ each of which must end (FAILED, with a reason).
 from __future__ import annotations
 
 import itertools
+import logging
 import threading
 import time
 import uuid
@@ -27,6 +28,9 @@ from provisioning.settings import Settings
 from provisioning.topics import TopicLayout
 from schemas import codec
 from schemas.examples import EXAMPLES
+
+QUIET = logging.getLogger("tests.hostile_neighbour")
+QUIET.setLevel(logging.CRITICAL)
 
 # The entities whose steps chaos_worker.py answers with unrecordable text.
 SURROGATE_PREFIX = "hostile-surrogate-"
@@ -41,8 +45,9 @@ class HostileNeighbour:
         self._request_ids = request_ids
         self._tenant_command = tenant_command
         self._interval_s = interval_s
+        # librdkafka's complaints while the broker restarts go to a quiet logger, not stderr.
         self._producer = Producer({**settings.kafka_config(), "partitioner": "murmur2_random",
-                                   "linger.ms": 5})
+                                   "linger.ms": 5}, logger=QUIET)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="hostile", daemon=True)
         self.sent = 0
