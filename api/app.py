@@ -4,6 +4,8 @@
     GET  /api/v1/provisioning/{requestId}/status
     GET  /api/v1/provisioning/{requestId}/events               the audit trail
     POST /api/v1/provisioning/{requestId}/retry                resend a FAILED request
+    POST /api/v1/provisioning/{requestId}/cancel|resume        operators: in-flight requests
+    POST /api/v1/provisioning/{requestId}/recompensate|resolve operators: leftovers of a FAILED one
 
 Every call needs a bearer token (`api.auth`); creating a tenant needs provisioning:onboard
 besides provisioning:submit. X-Tenant-ID is required except for tenant creation and must
@@ -45,12 +47,15 @@ from api.bodies import (
     AuditTrail,
     DeadLetterSummary,
     OperatorRequest,
+    Recompensation,
     Redrive,
     Redriven,
     RequestStatus,
+    Resolution,
     ResourceRequest,
     ServiceRequest,
     TenantRequest,
+    UncompensatedStep,
     UserRequest,
 )
 from api.finished import FinishedRequests
@@ -180,9 +185,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if row.status != "FAILED":
             raise Problem(409, f"only FAILED requests can be retried; {row.request_id} is "
                                f"{row.status}", currentStatus=row.status)
+        _check_no_leftovers(row)
         record_name, command = command_from_params(
             row.workflow_type, row.request_id, row.params, reply_to=row.reply_to,
-            requested_at=_now_ms())
+            requested_at=_now_ms(), known_run=row.run, known_sequence=row.last_sequence)
         await _publish(svc, record_name, command, traceparent)
         await svc.db(store.mark_retrying, row.request_id, datetime.now(UTC))
         return _accepted(request, row.request_id, "PENDING")
@@ -205,6 +211,28 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await _publish(svc, "ProvisioningOperatorCommand", command, None)
             return _accepted(request, row.request_id, row.status)
 
+        app.post(f"{PREFIX}/{{request_id}}/{action.lower()}", status_code=202,
+                 response_model=Accepted, summary=summary, name=f"operator_{action.lower()}",
+                 tags=["operators"])(act)
+
+    def leftover_route(action: str, body_type: type, summary: str) -> None:
+        async def act(request_id: uuid.UUID, body: Any, request: Request, who: CallerDep,
+                      svc: ServicesDep, x_tenant_id: TenantHeader = None) -> Accepted:
+            _require(who, OPERATE)
+            _check_tenant_header(who, x_tenant_id, required=True)
+            row = await _visible_row(svc, who, str(request_id))
+            if row.status != "FAILED" or row.leftover(body.step) is None:
+                left = ", ".join(x.step for x in row.uncompensated_steps) or "none"
+                raise Problem(409, f"{action.lower()} needs a FAILED request with {body.step} "
+                                   f"uncompensated; {row.request_id} is {row.status}, "
+                                   f"uncompensated: {left}", currentStatus=row.status)
+            command = {"requestId": row.request_id, "operator": who.subject,
+                       "action": action, "reason": body.reason, "step": body.step,
+                       "requestedAt": _now_ms()}
+            await _publish(svc, "ProvisioningOperatorCommand", command, None)
+            return _accepted(request, row.request_id, row.status)
+
+        act.__annotations__["body"] = body_type
         app.post(f"{PREFIX}/{{request_id}}/{action.lower()}", status_code=202,
                  response_model=Accepted, summary=summary, name=f"operator_{action.lower()}",
                  tags=["operators"])(act)
@@ -248,6 +276,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     operator_route("CANCEL", "Cancel an in-flight request; what completed is compensated")
     operator_route("RESUME", "Start a fresh attempt of the step a stuck request waits on")
+    leftover_route("RECOMPENSATE", Recompensation,
+                   "Try again to undo an uncompensated step of a FAILED request")
+    leftover_route("RESOLVE", Resolution,
+                   "Record that an uncompensated step was cleaned up by hand")
     return app
 
 
@@ -311,22 +343,42 @@ async def _submit(svc: Services, workflow: str, body: Any, request: Request, res
     if acceptance.conflicts_with(row.payload_hash) or not _visible(acceptance.row, who):
         raise Problem(409, f"requestId {request_id} was already used for a different request; "
                            "use a new requestId", requestId=request_id)
-    try:
-        await _publish(svc, record_name, command, traceparent)
-    except Problem:
-        if acceptance.created:
-            await svc.db(store.forget_pending, request_id)
-        raise
-    if acceptance.row.status == "FAILED":  # resending a failed request starts its next run
-        await svc.db(store.mark_retrying, request_id, now)
+    known = acceptance.row
     response.headers["Location"] = _url(request, request_id, "status")
+    if not acceptance.created and known.status == "COMPLETED":
+        # The seed: already completed, return success. Nothing is sent again.
+        response.status_code = 200
+        return _status(known)
+    if acceptance.created or _may_be_unsent(known) or known.status == "FAILED":
+        if known.status == "FAILED":
+            _check_no_leftovers(known)
+            # Its next run; numbered after the runs the projection knows, in case the worker
+            # has forgotten the saga after its idempotency window.
+            command = {**command, "knownRun": known.run, "knownSequence": known.last_sequence}
+        try:
+            await _publish(svc, record_name, command, traceparent)
+        except Problem:
+            if acceptance.created:
+                await svc.db(store.forget_pending, request_id)
+            raise
+        if known.status == "FAILED":
+            await svc.db(store.mark_retrying, request_id, now)
+        status = "PENDING"
+    else:
+        status = known.status  # running: the seed's "already in progress", nothing sent again
     if wait > 0:
         finished = await _wait_until_finished(svc, request_id,
                                               min(wait, svc.settings.api_max_wait_s))
         if finished is not None:
             response.status_code = 200
             return _status(finished)
-    return _accepted(request, request_id, "PENDING")
+    return _accepted(request, request_id, status)
+
+
+def _may_be_unsent(row: RequestRow) -> bool:
+    """A PENDING row the worker has not reported on: the API that accepted it may have died
+    before publishing. Sending it again is harmless (the worker runs a requestId once)."""
+    return row.status == "PENDING" and row.last_sequence == 0
 
 
 def _command(workflow: str, body: Any, request_id: str, who: Caller,
@@ -385,6 +437,16 @@ def _tenant_of_submission(workflow: str, body: Any, who: Caller,
     return x_tenant_id
 
 
+def _check_no_leftovers(row: RequestRow) -> None:
+    """A FAILED request runs again only once its leftovers are cleared (the worker refuses
+    it too): what its run left may clash with the next run or be duplicated by it."""
+    if row.uncompensated_steps:
+        steps = ", ".join(x.step for x in row.uncompensated_steps)
+        raise Problem(409, f"{row.request_id} left {steps} uncompensated; an operator must "
+                           "re-attempt (recompensate) or resolve them before it runs again",
+                      uncompensatedSteps=[x.step for x in row.uncompensated_steps])
+
+
 def _check_reply_topic(svc: Services, topic: str | None) -> None:
     """The worker writes replies with its own rights: never to a topic the rule forbids."""
     reason = svc.reply_topics.problem(topic) if topic is not None else None
@@ -426,7 +488,9 @@ def _status(row: RequestRow) -> RequestStatus:
         completedSteps=list(row.completed_steps), compensatedSteps=list(row.compensated_steps),
         failedStep=row.failed_step, reason=row.reason, resourceId=row.resource_id,
         attempts=row.attempts, createdAt=row.created_at, updatedAt=row.updated_at,
-        finishedAt=row.finished_at)
+        finishedAt=row.finished_at, uncompensatedSteps=[
+            UncompensatedStep(step=x.step, reason=x.reason, since=x.since)
+            for x in row.uncompensated_steps])
 
 
 _ENVELOPE = {"requestId", "sequence", "run", "workflowType", "tenantId", "occurredAt", "step",

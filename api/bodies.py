@@ -21,6 +21,7 @@ from consumer.commands import (
     Reason,
     SpecKey,
     SpecValue,
+    StepName,
     Topic,
 )
 from schemas.registry import SCHEMA_DIR
@@ -81,6 +82,14 @@ class Accepted(BaseModel):
     eventsUrl: str
 
 
+class UncompensatedStep(BaseModel):
+    """A leftover: a step whose compensation was given up, so what it did may still exist."""
+
+    step: str
+    reason: str = Field(description="Why the last attempt to undo it failed.")
+    since: datetime = Field(description="When its compensation was first given up.")
+
+
 class RequestStatus(BaseModel):
     requestId: str
     workflowType: str
@@ -97,6 +106,10 @@ class RequestStatus(BaseModel):
     createdAt: datetime
     updatedAt: datetime
     finishedAt: datetime | None
+    uncompensatedSteps: list[UncompensatedStep] = Field(
+        default_factory=list,
+        description="Steps whose undo gave up: an operator re-attempts (…/recompensate) or "
+        "resolves (…/resolve) each; until then a FAILED request is not run again.")
 
 
 class AuditEvent(BaseModel):
@@ -118,6 +131,20 @@ class OperatorRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: Reason | None = None
+
+
+class Recompensation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    step: StepName = Field(description="The uncompensated step to try to undo again.")
+    reason: Reason | None = None
+
+
+class Resolution(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    step: StepName = Field(description="The uncompensated step cleaned up by hand.")
+    reason: Reason = Field(description="What was done; recorded in the audit trail.")
 
 
 class Redrive(BaseModel):

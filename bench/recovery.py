@@ -23,8 +23,7 @@ from confluent_kafka import Producer
 from bench.engine import SuccessReader, Workers, fresh_settings, tenant_commands, warm_up
 from consumer import wire
 from consumer.kafka_clients import restore_consumer
-from consumer.state_store import restore_partition, snapshot_headers
-from consumer.worker import _decode_state
+from consumer.state_store import decode_state, restore_partition, snapshot_headers
 from producers.commands import command_producer_config
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout
@@ -61,7 +60,7 @@ def run_restore(base: Settings, states: int, running_share: float = 0.1) -> dict
     started = time.perf_counter()
     restored = 0
     for partition in range(settings.topic_partitions):
-        found, _ = restore_partition(consumer, topic, partition, _decode_state)
+        found, _ = restore_partition(consumer, topic, partition, decode_state)
         restored += len(found)
     elapsed = time.perf_counter() - started
     consumer.close()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import sqlalchemy as sa
 
@@ -141,11 +142,16 @@ def machine_facts(db: sa.Engine) -> dict[str, Any]:
 
 
 def kafka_version() -> str:
-    pom = (ROOT / "provisioning" / "devservices" / "pom.xml").read_text()
-    marker = "<artifactId>kafka_2.13</artifactId>"
-    after = pom[pom.index(marker):] if marker in pom else ""
-    start = after.find("<version>")
-    return after[start + 9:after.find("</version>", start)] if start >= 0 else "unknown"
+    """The version of the Kafka jars `provisioning dev up` runs (the local broker's), with a
+    Maven property such as `${kafka.version}` resolved from the pom's `<properties>`."""
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    pom = ElementTree.parse(ROOT / "provisioning" / "devservices" / "pom.xml").getroot()
+    version = pom.findtext("m:dependencies/m:dependency[m:artifactId='kafka_2.13']/m:version",
+                           default="unknown", namespaces=ns).strip()
+    if version.startswith("${") and version.endswith("}"):
+        version = pom.findtext(f"m:properties/m:{version[2:-1]}", default="unknown",
+                               namespaces=ns).strip()
+    return version
 
 
 def write_outputs(results: dict[str, Any], json_path: Path | None,

@@ -13,9 +13,16 @@ from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from provisioning.errors import ProvisioningError
+from provisioning.errors import CodecError, ProvisioningError
 from provisioning.topics import ReplyTopicRule
-from sagas import OperatorCancel, OperatorResume, OperatorRetry, StartCommand
+from sagas import (
+    OperatorCancel,
+    OperatorRecompensate,
+    OperatorResolve,
+    OperatorResume,
+    OperatorRetry,
+    StartCommand,
+)
 from schemas import codec
 
 # Free text is any printable text: no control characters (PostgreSQL refuses NUL in text, and
@@ -33,12 +40,21 @@ Topic = Annotated[str, StringConstraints(max_length=249, pattern=r"^[A-Za-z0-9._
 SpecKey = Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
 SpecValue = Annotated[str, StringConstraints(max_length=256, pattern=PRINTABLE)]
 Reason = Annotated[str, StringConstraints(min_length=1, max_length=1000, pattern=PRINTABLE)]
+# A workflow step's name, as in sagas/workflows.py (validate-entity, create-tenant, ...).
+StepName = Annotated[str, StringConstraints(min_length=1, max_length=100,
+                                            pattern=r"^[a-z][a-z0-9-]*$")]
 # Who asked: a token's subject, whatever the identity provider's format ("auth0|42", a mail).
 Principal = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=PRINTABLE)]
 
 
 class InvalidCommand(ProvisioningError):
-    """The command is well-formed Avro but not a valid provisioning request."""
+    """The command is well-formed Avro but not a valid provisioning request.
+
+    `answer_to` is (requestId, replyTo) when both can be read from it and the worker may write
+    to that topic: the caller waiting there gets a `ProvisioningFailed` with the reason.
+    """
+
+    answer_to: tuple[str, str] | None = None
 
 
 class _Command(BaseModel):
@@ -48,6 +64,8 @@ class _Command(BaseModel):
     requestedBy: Principal
     replyTo: Topic | None = None
     requestedAt: Any = None
+    knownRun: Annotated[int, Field(ge=1)] | None = None
+    knownSequence: Annotated[int, Field(ge=1)] | None = None
 
 
 class BillingInfo(BaseModel):
@@ -93,7 +111,9 @@ WORKFLOW_OF_RECORD: dict[str, tuple[str, type[_Command]]] = {
 }
 
 
-OperatorInput = OperatorCancel | OperatorRetry | OperatorResume
+OperatorInput = (
+    OperatorCancel | OperatorRetry | OperatorResume | OperatorRecompensate | OperatorResolve
+)
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -105,6 +125,15 @@ def read_command(key: bytes | None, value: bytes, max_bytes: int,
     command, invalid fields, a key that is not its requestId, a `replyTo` the worker may not
     write to) and nothing else: the worker dead-letters both.
     """
+    try:
+        return _checked_command(key, value, max_bytes, reply_topics)
+    except InvalidCommand as exc:
+        exc.answer_to = _answer_to(value, reply_topics)
+        raise
+
+
+def _checked_command(key: bytes | None, value: bytes, max_bytes: int,
+                     reply_topics: ReplyTopicRule) -> StartCommand | OperatorInput:
     if len(value) > max_bytes:
         raise InvalidCommand(f"the command is {len(value)} bytes, over the limit of {max_bytes}")
     decoded = codec.decode(value)
@@ -122,6 +151,27 @@ def read_command(key: bytes | None, value: bytes, max_bytes: int,
     return command
 
 
+class _Answerable(BaseModel):
+    """What a refused command must hold for its caller to be answered."""
+
+    requestId: uuid.UUID
+    replyTo: Topic
+
+
+def _answer_to(value: bytes, reply_topics: ReplyTopicRule) -> tuple[str, str] | None:
+    """(requestId, replyTo) of a refused command when both are readable and the topic is one
+    the worker may write to; None otherwise (nothing readable: nobody to answer)."""
+    try:
+        fields = codec.decode(value).value
+        answerable = _Answerable.model_validate({"requestId": fields.get("requestId"),
+                                                 "replyTo": fields.get("replyTo")})
+    except (CodecError, ValidationError):
+        return None
+    if reply_topics.problem(answerable.replyTo) is not None:
+        return None
+    return str(answerable.requestId), answerable.replyTo
+
+
 class OperatorCommand(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -130,12 +180,15 @@ class OperatorCommand(BaseModel):
     action: str
     reason: Reason | None = None
     requestedAt: Any = None
+    step: StepName | None = None
 
 
 def to_operator_input(value: Mapping[str, Any]) -> OperatorInput:
-    """An operator's CANCEL, RETRY or RESUME as the saga's input."""
+    """An operator's CANCEL, RETRY, RESUME, RECOMPENSATE or RESOLVE as the saga's input."""
     command = _validated(OperatorCommand, value)
     request_id, operator, reason = str(command.requestId), command.operator, command.reason
+    if command.action in ("RECOMPENSATE", "RESOLVE"):
+        return _leftover_action(command)
     if command.action == "CANCEL":
         return OperatorCancel(request_id=request_id, operator=operator,
                               reason=reason or "no reason given")
@@ -144,6 +197,26 @@ def to_operator_input(value: Mapping[str, Any]) -> OperatorInput:
     if command.action == "RESUME":
         return OperatorResume(request_id=request_id, operator=operator, reason=reason)
     raise InvalidCommand(f"operator action {command.action} is not supported")
+
+
+def _leftover_action(command: OperatorCommand) -> OperatorRecompensate | OperatorResolve:
+    """RECOMPENSATE and RESOLVE name the leftover step; RESOLVE says why, for the audit trail
+    (nothing checks the cleaning but the operator's word)."""
+    if command.step is None:
+        raise InvalidCommand(f"invalid command: step: {command.action} needs the leftover step")
+    request_id, operator = str(command.requestId), command.operator
+    if command.action == "RECOMPENSATE":
+        return OperatorRecompensate(request_id=request_id, operator=operator, step=command.step,
+                                    reason=command.reason)
+    if command.reason is None:
+        raise InvalidCommand("invalid command: reason: RESOLVE needs a reason")
+    return OperatorResolve(request_id=request_id, operator=operator, step=command.step,
+                           reason=command.reason)
+
+
+# How a command travels, not what it asks for: left out of the parameters (and so of the
+# payload hash that tells a resend from a conflicting request).
+ENVELOPE = frozenset({"requestId", "replyTo", "requestedAt", "knownRun", "knownSequence"})
 
 
 def to_start_command(record_name: str, value: Mapping[str, Any]) -> StartCommand:
@@ -155,8 +228,7 @@ def to_start_command(record_name: str, value: Mapping[str, Any]) -> StartCommand
     if "resourceType" in value and value["resourceType"] == "UNSUPPORTED":
         raise InvalidCommand("resourceType UNSUPPORTED: this service does not know that type")
     command = _validated(model, value)
-    params = flatten(command.model_dump(exclude={"requestId", "replyTo", "requestedAt"},
-                                        exclude_none=True))
+    params = flatten(command.model_dump(exclude=ENVELOPE, exclude_none=True))
     return StartCommand(
         request_id=str(command.requestId),
         workflow_type=workflow_type,
@@ -164,6 +236,8 @@ def to_start_command(record_name: str, value: Mapping[str, Any]) -> StartCommand
         params=params,
         requested_by=command.requestedBy,
         reply_to=command.replyTo,
+        known_run=command.knownRun,
+        known_sequence=command.knownSequence,
     )
 
 
@@ -196,12 +270,14 @@ def unflatten(params: Mapping[str, str]) -> dict[str, Any]:
 
 def command_from_params(
     workflow_type: str, request_id: str, params: Mapping[str, str], *,
-    reply_to: str | None, requested_at: int,
+    reply_to: str | None, requested_at: int, known_run: int | None = None,
+    known_sequence: int | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """Rebuild a command from a saga's flattened parameters (to resend a failed request).
 
     The parameters hold everything the payload hash covers, so the rebuilt command hashes the
-    same and the worker treats it as the same request: a FAILED one starts its next run.
+    same and the worker treats it as the same request: a FAILED one starts its next run
+    (after `known_run` and `known_sequence` if the worker has forgotten it).
     """
     record_name = RECORD_OF_WORKFLOW[workflow_type]
     # An empty map flattens to nothing: it comes back empty (resourceSpec {} of a resource).
@@ -210,7 +286,8 @@ def command_from_params(
         f["name"]: {} for f in fields
         if isinstance(f["type"], dict) and f["type"].get("type") == "map"}
     command = {**maps, **unflatten(params), "requestId": request_id, "replyTo": reply_to,
-               "requestedAt": requested_at}
+               "requestedAt": requested_at, "knownRun": known_run,
+               "knownSequence": known_sequence}
     return record_name, command
 
 

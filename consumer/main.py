@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from consumer.participants.base import Participant, StepCall
-from consumer.routing import Routing, load_routing
+from consumer.routing import Routing, load_routing, read_http_auth
 from consumer.worker import Worker, WorkerOptions
 from provisioning.logs import configure_logging
 from provisioning.ops import start_ops
@@ -18,12 +18,13 @@ def run_worker(settings: Settings, options: WorkerOptions) -> int:
 
     configure_logging()
     routing = load_routing(settings.routing_file)  # a bad file stops us here, before Kafka
+    http = http_participants(routing)  # so do credentials that cannot be read
     # One connection per concurrent step: a step never waits for the pool.
     engine = create_engine(settings, pool_size=options.step_concurrency, max_overflow=0)
-    route = synchronous_participants(routing, BuiltinParticipant(engine))
+    route = synchronous_participants(routing, BuiltinParticipant(engine), http)
     worker = Worker(settings, route, options, routing=routing)
     worker.install_signal_handlers()
-    ops = start_ops(settings.metrics_port, worker.readiness)
+    ops = start_ops(settings.metrics_port, worker.readiness, worker.liveness)
     try:
         worker.run()
     finally:
@@ -32,20 +33,31 @@ def run_worker(settings: Settings, options: WorkerOptions) -> int:
     return 0
 
 
-def synchronous_participants(routing: Routing, builtin: Participant
+def synchronous_participants(routing: Routing, builtin: Participant,
+                             http: Mapping[tuple[str, str], Participant] | None = None,
                              ) -> Callable[[StepCall], Participant]:
     """Who runs a step on the worker's thread pool: the built-in participant or an HTTP
     service. (Kafka-routed steps never get here: the worker sends them as StepRequests.)"""
-    from consumer.participants.http import HttpParticipant
-
-    http: dict[tuple[str, str], Participant] = {}
-    for (workflow_type, step), route in routing.routes.items():
-        if route.kind == "http" and route.target is not None:
-            http[(workflow_type, step)] = HttpParticipant(
-                route.target, compensation_url=route.compensation_url,
-                timeout_s=route.http_timeout_s or 30.0)
+    if http is None:
+        http = http_participants(routing)
 
     def route(call: StepCall) -> Participant:
         return http.get((call.workflow_type, call.step), builtin)
 
     return route
+
+
+def http_participants(routing: Routing) -> dict[tuple[str, str], Participant]:
+    """An HTTP participant per http route, with its credentials read now: a token file or
+    certificate that cannot be used raises `ConfigurationError` naming the route."""
+    from consumer.participants.http import HttpParticipant
+
+    http: dict[tuple[str, str], Participant] = {}
+    for (workflow_type, step), route in routing.routes.items():
+        if route.kind == "http" and route.target is not None:
+            auth = read_http_auth(workflow_type, step, route)
+            http[(workflow_type, step)] = HttpParticipant(
+                route.target, compensation_url=route.compensation_url,
+                timeout_s=route.http_timeout_s or 30.0, bearer_token=auth.bearer_token,
+                tls=auth.tls)
+    return http

@@ -31,14 +31,23 @@ from sagas import (
     ProvisioningSucceeded,
     SagaState,
 )
+from sagas.outcomes import FAILED, SUCCEEDED, RunOutcome, failed_run
+from sagas.workflows import DEFAULT_REGISTRY, UnknownWorkflow, WorkflowRegistry
 
 log = logging.getLogger("provisioning.saga")
 
 
 class SagaObserver:
-    def __init__(self) -> None:
+    def __init__(self, registry: WorkflowRegistry = DEFAULT_REGISTRY) -> None:
         # When each attempt in flight started: (request_id, step, attempt, compensating) -> ms.
         self._started: dict[tuple[str, str, int, bool], int] = {}
+        self._registry = registry  # which steps only check: a refusal there is a business rule
+        # Exported at 0 from the start: a series that appears at 1 is invisible to increase(),
+        # and the alert on it would miss the first compensation given up after each restart.
+        for workflow in registry:
+            for step in workflow.steps:
+                if step.compensation is not None:
+                    _child(metrics.COMPENSATION_FAILURES, workflow.type, step.name)
 
     def transition(self, events: Iterable[Any], state: SagaState | None) -> None:
         for event in events:
@@ -84,6 +93,8 @@ class SagaObserver:
     def _compensation_failed(self, e: ProvisioningCompensationFailed,
                              state: SagaState | None) -> None:
         self._attempt_ended(e, e.step, e.attempt, True, None)
+        if e.next_retry_at is None:  # given up: a leftover an operator must clean
+            _child(metrics.COMPENSATION_FAILURES, e.workflow_type, e.step).inc()
         _log("compensation failed", e, level=logging.ERROR if e.next_retry_at is None
              else logging.WARNING, step=e.step, attempt=e.attempt, reason=e.reason,
              will_retry=e.next_retry_at is not None)
@@ -92,16 +103,29 @@ class SagaObserver:
         duration = _run_duration_ms(e, state)
         if duration is not None:
             _child(metrics.DURATION, e.workflow_type, "success").observe(duration / 1000)
+        _child(metrics.OUTCOMES, e.workflow_type, SUCCEEDED).inc()
         _log("provisioning succeeded", e, duration_ms=duration, outcome="success",
              resource_id=e.resource_id)
 
     def _failed(self, e: ProvisioningFailedEvent, state: SagaState | None) -> None:
+        ended = self._outcome_of(e, state)
         duration = _run_duration_ms(e, state)
+        status = "failed" if ended.outcome == FAILED else ended.outcome
         if duration is not None:
-            _child(metrics.DURATION, e.workflow_type, "failed").observe(duration / 1000)
-        _child(metrics.FAILURES, e.workflow_type, e.failed_step or "none").inc()
+            _child(metrics.DURATION, e.workflow_type, status).observe(duration / 1000)
+        _child(metrics.OUTCOMES, e.workflow_type, ended.outcome).inc()
+        _child(metrics.FAILURES, e.workflow_type, e.failed_step or "none", ended.code).inc()
         _log("provisioning failed", e, level=logging.WARNING, duration_ms=duration,
-             outcome="failed", failed_step=e.failed_step, reason=e.reason)
+             outcome=ended.outcome, code=ended.code, failed_step=e.failed_step, reason=e.reason)
+
+    def _outcome_of(self, e: ProvisioningFailedEvent, state: SagaState | None) -> RunOutcome:
+        version = state.workflow_version if state is not None else None
+        try:
+            workflow = (self._registry.get(e.workflow_type, version) if version is not None
+                        else self._registry.latest(e.workflow_type))
+        except UnknownWorkflow:
+            return RunOutcome(FAILED, "unknown")
+        return failed_run(workflow, e.failed_step, e.reason)
 
     def _rejected(self, e: ProvisioningRejected, state: SagaState | None) -> None:
         _log("command rejected", e, level=logging.WARNING, outcome="rejected", code=e.code,

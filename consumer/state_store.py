@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from consumer import wire
 from consumer.kafka_clients import watermarks
 from provisioning import metrics
 from provisioning.errors import CodecError, TransientError
@@ -204,6 +205,11 @@ def _parked(key: str, value: bytes, headers: list | None) -> Parked | None:
     except (KeyError, ValueError, CodecError):
         pass
     return None  # not what it claims: decoded in full, and skipped if it is no SagaState
+
+
+def decode_state(value: bytes) -> SagaState:
+    """A state record's value as the saga's state (CodecError when it is none)."""
+    return wire.from_record(SagaState, codec.decode_as(value, "SagaState").value)
 
 
 def decode_or_skip(decode: Callable[[bytes], SagaState], key: str,

@@ -51,6 +51,7 @@ from consumer.state_store import (
     TERMINAL,
     Parked,
     StateStore,
+    decode_state,
     restore_partition,
     snapshot_headers,
 )
@@ -68,6 +69,7 @@ from sagas import (
     EmitEvent,
     ExecuteStep,
     PersistState,
+    ProvisioningFailed,
     ProvisioningRejected,
     Reply,
     SagaState,
@@ -81,6 +83,7 @@ from sagas import (
     resume,
 )
 from sagas import Outcome as SagaOutcome
+from sagas.outcomes import UNRECORDABLE
 from schemas import codec
 
 log = logging.getLogger(__name__)
@@ -116,6 +119,9 @@ class WorkerOptions:
     # control is not holding it back, is stalled: readiness false, a warning, a metric.
     stall_after_s: float = 60.0
     watchdog_interval_s: float = 5.0
+    # A turn of the poll loop longer than this means a call that never returns (the longest
+    # legitimate ones: a commit retried 3 x 30 s, a restore up to 120 s): /healthz fails.
+    stuck_turn_s: float = 300.0
 
     @property
     def queued_steps_limit(self) -> int:
@@ -160,7 +166,7 @@ class Worker:
         self.routing = routing or Routing.builtin()
         self.topics = TopicLayout(settings.topic_prefix)
         self.clock = clock
-        self.store = StateStore(decode=_decode_state)
+        self.store = StateStore(decode=decode_state)
         self.timers = TimerQueue()
         self.steps = StepRunner(route, options.step_concurrency)
         self._generation: dict[int, int] = {}
@@ -170,19 +176,20 @@ class Worker:
         self.reply_topics = ReplyTopics(
             ReplyTopicRule(self.topics, settings.reply_topic_pattern), self._admin)
         self._rewind_pending = False
+        self._started = False
         # State records of this transaction, the last per saga (see checkpoint step 1).
         self._snapshots: dict[tuple[int, str], dict[str, Any]] = {}
-        self.observer = SagaObserver()
+        self.observer = SagaObserver(self.routing.registry)
         self.ready = False  # set once the first assignment is restored
         membership = ({"group.instance.id": f"{options.group_id}-{options.instance_id}"}
                       if options.static_membership else {})
         self.consumer: Consumer = group_consumer(
             settings, options.group_id, stats_cb=self._statistics,
             **{"statistics.interval.ms": 5000, **membership})
-        self.producer: Producer = transactional_producer(
-            settings, f"{options.group_id}-{options.instance_id}"
-        )
+        self._transactional_id = f"{options.group_id}-{options.instance_id}"
+        self.producer: Producer = transactional_producer(settings, self._transactional_id)
         self.checkpoint = Checkpoint(self.producer, self.consumer)
+        self._turn_started = time.monotonic()  # read by liveness() on the ops thread
         self._restorer = restore_consumer(settings)
         self.watchdog = PartitionWatchdog(
             self.consumer, probe_consumer_config(settings, options.group_id),
@@ -205,6 +212,7 @@ class Worker:
         log.info("worker started", extra={"group": self.options.group_id,
                                           "instance": self.options.instance_id})
         self.watchdog.start()
+        self._started = True
         try:
             while not self._stopping:
                 self.turn()
@@ -230,6 +238,7 @@ class Worker:
     # --- one turn of the loop ------------------------------------------------------------------
 
     def turn(self) -> None:
+        self._turn_started = time.monotonic()
         if self._rewind_pending:
             self._rewind_or_wait()
             return
@@ -294,9 +303,12 @@ class Worker:
         self.checkpoint.consumed(message.topic(), partition, message.offset())
 
     def _handle_command(self, message: Message) -> None:
+        answer_to: tuple[str, str] | None = None  # who waits for a reply to this command
         try:
             command = read_command(message.key(), message.value() or b"",
                                    self.settings.max_command_bytes, self.reply_topics.rule)
+            if isinstance(command, StartCommand) and command.reply_to is not None:
+                answer_to = (command.request_id, command.reply_to)
             if not isinstance(command, StartCommand) and \
                     self.store.get(message.partition(), command.request_id) is None:
                 action = type(command).__name__.removeprefix("Operator").lower()
@@ -308,7 +320,7 @@ class Worker:
                 command = dataclasses.replace(command, trace_parent=trace_parent)
             self._apply(message.partition(), command.request_id, command)
         except (CodecError, InvalidCommand, SagaFault) as exc:
-            self._dead_letter(message, exc)
+            self._dead_letter(message, exc, getattr(exc, "answer_to", None) or answer_to)
 
     def _handle_reply(self, message: Message) -> None:
         try:
@@ -419,9 +431,7 @@ class Worker:
         for effect in effects:
             if isinstance(effect, EmitEvent):
                 staged.events.append(effect.event)
-                headers = codec.headers_for(type(effect.event).__name__, trace_parent)
-                staged.records.append(self._record(self.topics.events, request_id,
-                                                   effect.event, headers=headers))
+                staged.records.append(self._event_record(request_id, effect.event, trace_parent))
             elif isinstance(effect, PersistState):
                 # Written at commit: only the saga's last state of the transaction matters.
                 staged.snapshot = self._record(
@@ -467,6 +477,16 @@ class Worker:
             record["partition"] = partition
         self._check_size(type(obj).__name__, record)
         return topic, record
+
+    def _event_record(self, request_id: str, event: Any,
+                      trace_parent: str | None) -> tuple[str, dict[str, Any]]:
+        """`event` as a record of the events topic. Its `workflow-type` header is the event's
+        `workflowType`, so subscribers filter by workflow without decoding: "unknown" for the
+        rejection of a command whose workflow could not be read (filtered out by any
+        workflow filter, like the field)."""
+        headers = codec.headers_for(type(event).__name__, trace_parent,
+                                    workflow_type=event.workflow_type)
+        return self._record(self.topics.events, request_id, event, headers=headers)
 
     def _check_size(self, what: str, record: dict[str, Any]) -> None:
         size = record_size(record)
@@ -533,7 +553,11 @@ class Worker:
             return None
         return self._record(topic, effect.response.request_id, effect.response)
 
-    def _dead_letter(self, message: Message, error: Exception) -> None:
+    def _dead_letter(self, message: Message, error: Exception,
+                     answer_to: tuple[str, str] | None) -> None:
+        """The command to the DLQ with the reason; a `ProvisioningRejected` event when its key
+        is a requestId without a saga; a `ProvisioningFailed` reply when its caller named a
+        reply topic the worker may write to (`answer_to`): nobody waits forever."""
         now = self.clock()
         metrics.DLQ.labels(type(error).__name__).inc()
         log.warning("command sent to DLQ", extra={"reason": clean_text(str(error), 500),
@@ -548,7 +572,13 @@ class Worker:
                 tenant_id=None, occurred_at=now, reason=clean_text(str(error), 1000),
                 code="invalid",
             )
-            self._produce_raw(*self._record(self.topics.events, request_id, rejected))
+            self._produce_raw(*self._event_record(request_id, rejected, trace_parent=None))
+        if answer_to is not None:
+            failed = ProvisioningFailed(request_id=answer_to[0], run=0, failed_step=None,
+                                        reason=clean_text(str(error), 1000), occurred_at=now)
+            reply = self._reply_record(Reply(reply_to=answer_to[1], response=failed))
+            if reply is not None:
+                self._produce_raw(*reply)
         self.checkpoint.transitions += 1
 
     # --- commit and release --------------------------------------------------------------------
@@ -598,6 +628,10 @@ class Worker:
             return
         if state.finished_at + self.options.idempotency_window_ms > now:
             return
+        if state.uncompensated_steps:
+            # Kept until an operator clears its leftovers (re-attempt or resolve needs the
+            # saga); the transition that clears the last one watches its expiry again.
+            return
         self._snapshots.pop((partition, request_id), None)
         self._produce_raw(self.topics.state, {"key": request_id.encode(), "value": None,
                                               "partition": partition})
@@ -645,7 +679,7 @@ class Worker:
     def _restore(self, partition: int) -> None:
         self._generation[partition] = self._generation.get(partition, 0) + 1
         states, _ = restore_partition(self._restorer, self.topics.state, partition,
-                                      _decode_state)
+                                      decode_state)
         self.store.adopt(partition, states)
         now = self.clock()
         for request_id, state in states.items():
@@ -671,8 +705,10 @@ class Worker:
             time.sleep(1)
 
     def _rewind(self) -> None:
-        """After an aborted transaction: back to the last committed state and offsets."""
+        """After an aborted transaction: back to the last committed state and offsets, with a
+        fresh transactional producer."""
         self.checkpoint.abort()
+        self._renew_producer()
         owned = self.store.partitions()
         self._forget(set(owned))
         for partition in owned:
@@ -684,6 +720,30 @@ class Worker:
                 self.consumer.seek(tp)
             else:
                 self.consumer.seek(TopicPartition(tp.topic, tp.partition, -2))
+
+    def _renew_producer(self) -> None:
+        """A new producer under the same transactional id (fencing the old one).
+
+        Transactions abort for broker faults, and after a long broker outage librdkafka's
+        producer may keep a stale group coordinator: its next send_offsets_to_transaction then
+        blocks past any timeout (librdkafka issues 5456 and 5511; seen in the chaos suite, every
+        worker stuck for good after a minute-long broker restart). A fresh producer looks the
+        coordinator up again. Aborts are rare: the cost (init_transactions) does not matter.
+        """
+        old, self.producer = self.producer, transactional_producer(
+            self.settings, self._transactional_id)
+        with contextlib.suppress(KafkaException, RuntimeError):
+            old.purge()
+        while_broker_unavailable(lambda: self.producer.init_transactions(30))
+        self.checkpoint.producer = self.producer
+
+    def liveness(self) -> tuple[bool, str]:
+        """Whether the poll loop still turns (for /healthz): a call into a client library that
+        never returns must restart the process, not leave its partitions held."""
+        stuck_s = time.monotonic() - self._turn_started
+        if self._started and stuck_s > self.options.stuck_turn_s:
+            return False, f"the poll loop has not turned for {stuck_s:.0f} s"
+        return True, "ok"
 
     # --- flow control ---------------------------------------------------------------------------
 
@@ -753,10 +813,6 @@ class Worker:
         verify_copartitioning(admin, specs)
 
 
-def _decode_state(value: bytes) -> SagaState:
-    return wire.from_record(SagaState, codec.decode_as(value, "SagaState").value)
-
-
 def _reply_input(reply: dict[str, Any]) -> StepResult | CompensationResult:
     outcome = StepOutcome(Outcome(reply["outcome"]), dict(reply.get("output") or {}),
                           reply.get("reason"))
@@ -776,7 +832,7 @@ def _answer(request_id: str, run: int, step: str, attempt: int, action: Action,
     return StepResult(
         request_id=request_id, run=run, step=step, attempt=attempt,
         outcome=SagaOutcome(outcome.outcome.value), output=dict(outcome.output),
-        reason=outcome.reason, acted=outcome.acted)
+        reason=outcome.reason, acted=outcome.acted, retry_after_ms=outcome.retry_after_ms)
 
 
 def _step_call(effect: ExecuteStep | CompensateStep, action: Action) -> StepCall:
@@ -784,7 +840,7 @@ def _step_call(effect: ExecuteStep | CompensateStep, action: Action) -> StepCall
         request_id=effect.request_id, run=effect.run, workflow_type=effect.workflow_type,
         tenant_id=effect.tenant_id, step=effect.step, action=action, attempt=effect.attempt,
         idempotency_key=effect.idempotency_key, params=dict(effect.params),
-        deadline_at=effect.deadline_at,
+        deadline_at=effect.deadline_at, trace_parent=effect.trace_parent,
     )
 
 
@@ -798,7 +854,7 @@ def _header(message: Message, name: str) -> str | None:
 def _unrecordable(answer: StepResult | CompensationResult,
                   fault: SagaFault) -> StepResult | CompensationResult:
     """The answer as the failure it becomes when it cannot be recorded as given."""
-    reason = clean_text(f"the participant's answer cannot be recorded: {fault}", 1000)
+    reason = clean_text(f"{UNRECORDABLE}: {fault}", 1000)
     if isinstance(answer, CompensationResult):
         return dataclasses.replace(answer, succeeded=False, reason=reason)
     # A success, or a failure that may have acted, was work done: undone with the rest.

@@ -20,10 +20,12 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from consumer.commands import RECORD_OF_WORKFLOW, InvalidCommand, to_start_command
+from consumer.state_store import Parked, decode_or_skip, decode_state, restore_partition
 from producers.commands import CommandPublisher
 from provisioning.errors import CodecError, ConfigurationError, ProvisioningError, TransientError
 from provisioning.settings import Settings
 from provisioning.topics import ReplyTopicRule, TopicLayout
+from sagas import SagaState, Status, payload_hash
 from schemas import codec
 
 log = logging.getLogger(__name__)
@@ -168,6 +170,7 @@ class ProvisioningClient:
     def __init__(self, settings: Settings, producer: Producer | None = None) -> None:
         self._settings = settings
         self._events_topic = TopicLayout(settings.topic_prefix).events
+        self._state_topic = TopicLayout(settings.topic_prefix).state
         self._reply_topics = ReplyTopicRule(TopicLayout(settings.topic_prefix),
                                             settings.reply_topic_pattern)
         self._publisher = CommandPublisher(settings, producer)
@@ -243,11 +246,55 @@ class ProvisioningClient:
         reply_to: str | None = None,
         traceparent: str | None = None,
     ) -> Outcome:
-        """`submit` then `await_outcome`: for scripts and tools that block anyway."""
+        """`submit` then `await_outcome`: for scripts and tools that block anyway.
+
+        With a requestId the service already knows (the latest saga state, from the compacted
+        state topic), it answers as the seed says: COMPLETED returns its outcome at once and
+        sends nothing; running waits for it without sending again; FAILED sends it again (its
+        next run). The same requestId with other parameters raises InvalidRequest.
+        """
+        if request_id is not None:
+            request_id = canonical_id(request_id)
+            known = self.saga_state(request_id, timeout_s)
+            if known is not None:
+                self._check_same_request(known, workflow_type, params, requested_by)
+                if known.status is Status.COMPLETED:
+                    return Outcome(request_id=request_id, status="COMPLETED", run=known.run,
+                                   resource_id=known.resource_id)
+                if known.is_running:
+                    return self.await_outcome(request_id, timeout_s,
+                                              since_ms=known.started_at)
         published_id = self.submit(workflow_type, params, request_id=request_id,
                                    requested_by=requested_by, reply_to=reply_to,
                                    traceparent=traceparent)
         return self.await_outcome(published_id, timeout_s)
+
+    def saga_state(self, request_id: str, timeout_s: float = 60.0) -> SagaState | None:
+        """The latest state of a request's saga, from the state topic (None: unknown, or
+        forgotten after its idempotency window). Reads the request's partition of the state
+        topic to its end: a lookup for tools, not for every request."""
+        request_id = canonical_id(request_id)
+        consumer = Consumer(self._reader_config(), logger=log)
+        try:
+            partition = partition_for(request_id, self._partition_count(consumer, timeout_s))
+            states, _ = restore_partition(consumer, self._state_topic, partition, decode_state,
+                                          timeout_s=timeout_s, leader_wait_s=timeout_s)
+        finally:
+            consumer.close()
+        found = states.get(request_id)
+        if isinstance(found, Parked):
+            return decode_or_skip(decode_state, request_id, found.value)
+        return found
+
+    def _check_same_request(self, known: SagaState, workflow_type: str,
+                            params: Mapping[str, Any], requested_by: str) -> None:
+        record_name, command = build_command(workflow_type, params, request_id=known.request_id,
+                                             requested_by=requested_by, reply_to=None,
+                                             requested_at_ms=now_ms())
+        start = to_start_command(record_name, command)
+        if payload_hash(start.workflow_type, start.params) != known.payload_hash:
+            raise InvalidRequest(f"requestId {known.request_id} was already used for a "
+                                 "different request; use a new requestId")
 
     def close(self) -> None:
         """Deliver what is still queued. (Each await_outcome closes its own reader.)"""

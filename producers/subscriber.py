@@ -8,6 +8,9 @@ Handlers must therefore be idempotent (`requestId` plus `sequence` identify an e
 A failing handler does not stop the subscriber: the partition is rewound to the failed event
 and paused for a backoff while the other partitions go on, and `consume()` keeps being called,
 so the member never exceeds `max.poll.interval.ms` because of a retry.
+
+`workflow_types` narrows the subscription to some workflows by each record's `workflow-type`
+header: the records of other workflows are skipped without being decoded.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, get_args
 
@@ -42,6 +45,10 @@ class UnknownEventName(ProvisioningError, ValueError):
     """A handler was registered for a name that never appears on the events topic."""
 
 
+class InvalidWorkflowFilter(ProvisioningError, ValueError):
+    """`workflow_types` names no workflow (empty, or not non-empty strings)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One decoded event, as handlers receive it."""
@@ -63,6 +70,8 @@ class SubscriberCounts:
     skipped: int
     undecodable: int
     handler_failures: int
+    filtered: int = 0
+    """Events of workflows outside `workflow_types`, skipped (by header: never decoded)."""
 
 
 Handler = Callable[[Event], Any]
@@ -83,6 +92,12 @@ class EventSubscriber:
 
     `from_beginning` only matters for a group without committed offsets: read the topic from
     its start (True) or only what is published from now on (False).
+
+    `workflow_types` (e.g. `{"tenant"}`) passes only those workflows' events to the handlers,
+    chosen by the `workflow-type` header without decoding the others. A record without the
+    header (written before the header existed) is decoded and chosen by its `workflowType`.
+    The rejection of a command whose workflow could not be read says "unknown": it reaches
+    only a subscriber that names "unknown" or has no filter.
     """
 
     def __init__(
@@ -93,13 +108,16 @@ class EventSubscriber:
         from_beginning: bool = False,
         retry_wait: wait_base = DEFAULT_RETRY_WAIT,
         consumer_config: Mapping[str, Any] | None = None,
+        workflow_types: Iterable[str] | None = None,
     ) -> None:
+        self._workflow_types = _workflow_filter(workflow_types)
         self._topic = TopicLayout(settings.topic_prefix).events
         self._handlers: dict[str, list[Handler]] = {}
         self._retry_wait = retry_wait
         self._backoffs: dict[int, _Backoff] = {}
         self._stored_since_commit = False
-        self._counts = {"handled": 0, "skipped": 0, "undecodable": 0, "handler_failures": 0}
+        self._counts = {"handled": 0, "skipped": 0, "undecodable": 0, "handler_failures": 0,
+                        "filtered": 0}
         self._consumer = Consumer(
             _consumer_config(settings, group_id, from_beginning, consumer_config or {}),
             logger=log,
@@ -178,7 +196,17 @@ class EventSubscriber:
 
     def _process(self, message: Message) -> str:
         """Run the handlers of one message; its offset is stored unless one of them failed."""
+        by_header = self._wanted_by_header(message)
+        if by_header is False:  # another workflow: not even decoded
+            self._count("filtered")
+            self._store(message)
+            return SKIPPED
         event = self._decode(message)
+        if (event is not None and by_header is None and self._workflow_types is not None
+                and event.value.get("workflowType") not in self._workflow_types):
+            self._count("filtered")
+            self._store(message)
+            return SKIPPED
         handlers = self._handlers.get(event.record_name, []) if event else []
         if not handlers:
             self._count("skipped" if event else "undecodable")
@@ -194,6 +222,16 @@ class EventSubscriber:
         self._count("handled")
         self._store(message)
         return HANDLED
+
+    def _wanted_by_header(self, message: Message) -> bool | None:
+        """Whether the record's workflow is subscribed to, by its header; None when there is
+        no filter or the record has no `workflow-type` header."""
+        if self._workflow_types is None:
+            return None
+        for name, value in message.headers() or []:
+            if name == codec.WORKFLOW_TYPE_HEADER and value is not None:
+                return value.decode("utf-8", "replace") in self._workflow_types
+        return None
 
     def _decode(self, message: Message) -> Event | None:
         try:
@@ -297,6 +335,18 @@ def _report_commit(error: KafkaError | None, partitions: list[TopicPartition]) -
     """Asynchronous commits fail silently otherwise; the events would then come again."""
     if error is not None and error.code() != KafkaError._NO_OFFSET:
         log.warning("commit failed (the events will be delivered again): %s", error)
+
+
+def _workflow_filter(workflow_types: Iterable[str] | None) -> frozenset[str] | None:
+    if workflow_types is None:
+        return None
+    if isinstance(workflow_types, str):  # "tenant" would otherwise become {"t", "e", ...}
+        workflow_types = [workflow_types]
+    chosen = frozenset(workflow_types)
+    if not chosen or not all(isinstance(w, str) and w for w in chosen):
+        raise InvalidWorkflowFilter(f"workflow_types must name at least one workflow, as non-empty "
+                         f"strings (got {sorted(map(repr, chosen))}); None subscribes to all")
+    return chosen
 
 
 def _check_event_name(event_name: str) -> None:

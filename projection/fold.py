@@ -5,6 +5,10 @@ row already reflects (its sequence is not newer). That check is what makes the p
 idempotent: a redelivered batch, a restarted projector or two projectors during a rebalance
 all end on the same rows.
 
+A run's leftovers (steps whose compensation was given up) stay on its row until an operator's
+re-attempt compensates them or an operator resolves them by hand; a re-attempt after the run
+ended turns the row COMPENSATING, then FAILED again, as the saga does (`sagas/replay.py`).
+
 Sequence 0 belongs to two things that are not saga events: the row the API writes when it
 accepts a request (PENDING, before the worker has seen it), and a `ProvisioningRejected` for a
 command that never became a saga. A rejection applies only to a row no saga event has touched.
@@ -42,6 +46,15 @@ class Event:
         return from_millis(self.value["occurredAt"])
 
 
+@dataclass(frozen=True, slots=True)
+class Leftover:
+    """A step whose compensation was given up: what it did may still exist."""
+
+    step: str
+    reason: str  # of the last failed attempt
+    since: datetime  # when it was first given up
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RequestRow:
     request_id: str
@@ -65,10 +78,22 @@ class RequestRow:
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None = None
+    uncompensated_steps: tuple[Leftover, ...] = ()  # in the order they were given up
 
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL
+
+    @property
+    def run_ended(self) -> bool:
+        """The run had its terminal event (an operator's re-attempt may follow it)."""
+        return self.finished_at is not None
+
+    def leftover(self, step: str) -> Leftover | None:
+        return next((x for x in self.uncompensated_steps if x.step == step), None)
+
+    def without_leftover(self, step: str) -> tuple[Leftover, ...]:
+        return tuple(x for x in self.uncompensated_steps if x.step != step)
 
 
 def from_millis(millis: int) -> datetime:
@@ -128,7 +153,7 @@ def _requested(row: RequestRow, e: Event) -> dict[str, Any]:
         # A new run (a retry of a failed request) starts from a clean slate.
         changes.update(current_step=None, completed_steps=(), compensated_steps=(),
                        failed_step=None, reason=None, resource_id=None, attempts=0,
-                       finished_at=None)
+                       finished_at=None, uncompensated_steps=())
     return changes
 
 
@@ -156,7 +181,38 @@ def _step_compensated(row: RequestRow, e: Event) -> dict[str, Any]:
     step = e.value["step"]
     done = row.compensated_steps if step in row.compensated_steps else (
         *row.compensated_steps, step)
-    return {"compensated_steps": done}
+    return {"compensated_steps": done, "uncompensated_steps": row.without_leftover(step),
+            **_back_to_failed(row)}
+
+
+def _compensation_failed(row: RequestRow, e: Event) -> dict[str, Any]:
+    reason = e.value.get("reason")
+    # While the run compensates, the row shows the latest trouble; after its end (an
+    # operator's re-attempt) the run's own reason stays.
+    changes: dict[str, Any] = {} if row.run_ended else {"reason": reason}
+    if e.value.get("nextRetryAt") is not None:
+        return changes
+    step = e.value["step"]
+    known = row.leftover(step)
+    leftover = Leftover(step, reason or "failed", known.since if known else e.occurred_at)
+    leftovers = tuple(leftover if x.step == step else x for x in row.uncompensated_steps)
+    if known is None:
+        leftovers = (*leftovers, leftover)
+    return {**changes, "uncompensated_steps": leftovers, **_back_to_failed(row)}
+
+
+def _back_to_failed(row: RequestRow) -> dict[str, Any]:
+    """A compensation settled after the run ended was an operator's re-attempt: FAILED again
+    (the run's reason and end unchanged; no second terminal event comes)."""
+    return {"status": "FAILED", "current_step": None} if row.run_ended else {}
+
+
+def _operator_action(row: RequestRow, e: Event) -> dict[str, Any]:
+    # Audit only, but for RESOLVE: an operator cleaned that leftover by hand.
+    step = e.value.get("step")
+    if e.value.get("action") == "RESOLVE" and step:
+        return {"uncompensated_steps": row.without_leftover(step)}
+    return {}
 
 
 def _succeeded(row: RequestRow, e: Event) -> dict[str, Any]:
@@ -188,10 +244,10 @@ _CHANGES = {
     "ProvisioningStepFailed": _step_failed,
     "ProvisioningCompensationStarted": _compensation_started,
     "ProvisioningStepCompensated": _step_compensated,
-    "ProvisioningCompensationFailed": _step_failed,
+    "ProvisioningCompensationFailed": _compensation_failed,
     "ProvisioningSucceeded": _succeeded,
     "ProvisioningFailedEvent": _failed,
     "ProvisioningRejected": _rejected,
-    "ProvisioningOperatorAction": _no_change,  # audit only: its effects are their own events
+    "ProvisioningOperatorAction": _operator_action,
 }
 EVENT_TYPES = frozenset(_CHANGES)

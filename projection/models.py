@@ -1,4 +1,4 @@
-"""The projection's tables, as migration 0002 creates them (a test compares the two).
+"""The projection's tables, as migrations 0002 and 0004 create them (a test compares them).
 
 `provisioning_requests` has one row per request: its latest status. `provisioning_events` has
 one row per event (the audit trail), keyed by (request_id, sequence) so a redelivered event is
@@ -53,10 +53,17 @@ requests = sa.Table(
     _timestamp("created_at"),
     _timestamp("updated_at"),
     _timestamp("finished_at", nullable=True),
+    # Leftovers (migration 0004): [{"step", "reason", "since"}] of the steps whose compensation
+    # was given up and not since re-attempted with success or resolved by hand.
+    sa.Column("uncompensated_steps", JSONB(), nullable=False,
+              server_default=sa.text("'[]'::jsonb")),
     sa.CheckConstraint(f"status IN ({_STATUS_LIST})", name="status"),
     sa.Index(None, "tenant_id", "created_at"),
     sa.Index(None, "submitted_tenant_id", "created_at"),
     sa.Index(None, "status", "updated_at"),
+    # The needs-attention view reads only the few rows with leftovers.
+    sa.Index("ix_provisioning_requests_needs_attention", "updated_at",
+             postgresql_where=sa.text("uncompensated_steps <> '[]'::jsonb")),
 )
 
 events = sa.Table(

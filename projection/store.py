@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from projection import fold
-from projection.fold import Event, RequestRow
+from projection.fold import Event, Leftover, RequestRow
 from projection.models import FINISHED_CHANNEL, events, requests
 
 _ROW_FIELDS = tuple(f.name for f in dataclasses.fields(RequestRow))
@@ -111,6 +111,9 @@ def row_to_db(row: RequestRow) -> dict[str, Any]:
     values = dataclasses.asdict(row)
     values["completed_steps"] = list(row.completed_steps)
     values["compensated_steps"] = list(row.compensated_steps)
+    values["uncompensated_steps"] = [
+        {"step": x.step, "reason": x.reason, "since": x.since.isoformat()}
+        for x in row.uncompensated_steps]
     return storable(values)
 
 
@@ -136,6 +139,9 @@ def row_from_db(mapping: Any) -> RequestRow:
     values["completed_steps"] = tuple(values["completed_steps"] or ())
     values["compensated_steps"] = tuple(values["compensated_steps"] or ())
     values["params"] = dict(values["params"] or {})
+    values["uncompensated_steps"] = tuple(
+        Leftover(x["step"], x["reason"], datetime.fromisoformat(x["since"]))
+        for x in values["uncompensated_steps"] or ())
     return RequestRow(**values)
 
 

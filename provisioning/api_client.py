@@ -49,10 +49,14 @@ class ApiClient:
     def retry(self, request_id: str) -> dict[str, Any]:
         return self._call("POST", f"{PREFIX}/{request_id}/retry")
 
-    def operate(self, request_id: str, action: str, reason: str | None) -> dict[str, Any]:
-        """An operator's cancel or resume (needs the provisioning:operate permission)."""
-        return self._call("POST", f"{PREFIX}/{request_id}/{action}",
-                          json={"reason": reason} if reason else None)
+    def operate(self, request_id: str, action: str, reason: str | None,
+                step: str | None = None) -> dict[str, Any]:
+        """An operator's cancel, resume, recompensate or resolve (the last two name the
+        uncompensated step; all need the provisioning:operate permission)."""
+        body: dict[str, str] = {"reason": reason} if reason else {}
+        if step is not None:
+            body["step"] = step
+        return self._call("POST", f"{PREFIX}/{request_id}/{action}", json=body or None)
 
     def _call(self, method: str, path: str, read_timeout: float = 0, **kwargs: Any
               ) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from provisioning.errors import ProvisioningError
+from provisioning.errors import ProvisioningError, SchemaError
 from provisioning.settings import Settings, get_settings
 
 METRICS_HELP = "serve /metrics, /healthz, /readyz here (default: PROVISIONING_METRICS_PORT)"
@@ -32,7 +32,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings.model_copy(update={"metrics_port": args.metrics_port})
     try:
         return handler(args, settings)
-    except (ProvisioningError, DevServiceError) as exc:
+    except (ProvisioningError, SchemaError, DevServiceError) as exc:
         print(f"provisioning: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,11 +3,22 @@
 Library errors (confluent-kafka, fastavro, psycopg, ...) are wrapped at the boundary into these,
 so callers handle one vocabulary. `TransientError` marks what is worth retrying; everything else
 is permanent.
+
+The codec's errors are the contract's own (`schemas.errors`, which imports nothing of the
+service, so other services can vendor `schemas/` alone): `CodecError` here *is*
+`schemas.errors.CodecError`, and every `except CodecError` of the service catches what the
+codec raises. They are not `ProvisioningError`s; a boundary that reports every error of ours
+catches `ProvisioningError` and `SchemaError`.
 """
+
+from schemas.errors import CodecError, SchemaError
+
+__all__ = ["CodecError", "ConfigurationError", "ProvisioningError", "SchemaError",
+           "TransientError"]
 
 
 class ProvisioningError(Exception):
-    """Base of every error this service raises on purpose."""
+    """Base of every error this service raises on purpose (the codec's: see `SchemaError`)."""
 
 
 class TransientError(ProvisioningError):
@@ -16,7 +27,3 @@ class TransientError(ProvisioningError):
 
 class ConfigurationError(ProvisioningError):
     """Settings or the environment are wrong; retrying will not help."""
-
-
-class CodecError(ProvisioningError):
-    """Bytes could not be encoded to, or decoded from, the Avro wire format."""

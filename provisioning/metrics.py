@@ -17,7 +17,8 @@ REQUESTS = Counter(
     ["workflow_type"])
 DURATION = Histogram(
     "provisioning_duration_seconds",
-    "Time from a run's start to its end; status is success or failed.",
+    "Time from a run's start to its end; status is success, refused (a business rule said no "
+    "at a validation or check step), cancelled (by an operator) or failed (a system failure).",
     ["workflow_type", "status"], buckets=DURATION_BUCKETS)
 STEP_DURATION = Histogram(
     "provisioning_step_duration_seconds",
@@ -27,12 +28,24 @@ STEP_DURATION = Histogram(
 RETRIES = Counter(
     "provisioning_retries", "Step attempts that failed and will be tried again.",
     ["workflow_type", "step"])
+OUTCOMES = Counter(
+    "provisioning_outcomes",
+    "Runs ended, by outcome: succeeded, refused (a participant's permanent refusal at a "
+    "validation or check step: a business rule), cancelled (an operator) or failed (everything "
+    "else: what the success-rate alert counts).", ["workflow_type", "outcome"])
 FAILURES = Counter(
     "provisioning_failures",
-    "Runs that failed, by the step that failed them (reasons are in the logs and the "
-    "projection: they are free text).", ["workflow_type", "failed_step"])
+    "Runs that did not succeed, by the step that failed them and a bounded reason code "
+    "(refused, participant_refused, retries_exhausted, deadline_exceeded, cancelled, "
+    "unrecordable_answer, contract_broken, unknown); the free-text reasons are in the logs "
+    "and the projection.", ["workflow_type", "failed_step", "code"])
 COMPENSATIONS = Counter(
     "provisioning_compensations", "Completed steps undone.", ["workflow_type", "step"])
+COMPENSATION_FAILURES = Counter(
+    "provisioning_compensation_failures",
+    "Compensations given up after their retries (or an operator's re-attempt) failed: each is "
+    "a leftover an operator must clean (view provisioning_needs_attention).",
+    ["workflow_type", "step"])
 ACTIVE = Gauge(
     "provisioning_active_workflows", "Sagas in progress or compensating on this process.",
     ["workflow_type"])
@@ -89,7 +102,8 @@ STALLED_PARTITIONS = Gauge(
     "provisioning_stalled_partitions",
     "Assigned partitions stalled right now (readiness is false while any is).", [])
 
-ALL = (REQUESTS, DURATION, STEP_DURATION, RETRIES, FAILURES, COMPENSATIONS, ACTIVE, STUCK, DLQ,
+ALL = (REQUESTS, DURATION, STEP_DURATION, RETRIES, OUTCOMES, FAILURES, COMPENSATIONS,
+       COMPENSATION_FAILURES, ACTIVE, STUCK, DLQ,
        CONSUMER_LAG, COMMIT_SECONDS, PROJECTED, OPERATOR_ACTIONS,
        REJECTED_REPLIES, SAGA_FAULTS, REPLIES_DROPPED, CORRUPT_STATE_RECORDS, PARTITION_STALLS,
        STALLED_PARTITIONS, PROJECTOR_HELD_PARTITIONS, PROJECTOR_UNPROJECTABLE)

@@ -1,6 +1,8 @@
 """`/metrics`, `/healthz` and `/readyz` for every process, on `--metrics-port`.
 
-- `/healthz`: the process is alive (the serving thread answers).
+- `/healthz`: the process is alive: the serving thread answers and, where the process gives a
+  `liveness` check, its work loop still turns (a worker stuck in a call that never returns
+  answers 503, so the orchestrator restarts it).
 - `/readyz`: the process can do its work: the `readiness` callable says whether (and why not);
   a worker is ready once it has partitions assigned and restored, a projector or the API once
   its database answers.
@@ -23,8 +25,10 @@ log = logging.getLogger("provisioning.ops")
 
 
 class OpsServer:
-    def __init__(self, port: int, readiness: Readiness, host: str = "0.0.0.0") -> None:
+    def __init__(self, port: int, readiness: Readiness, host: str = "0.0.0.0",
+                 liveness: Readiness | None = None) -> None:
         self._readiness = readiness
+        self._liveness = liveness
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -39,7 +43,7 @@ class OpsServer:
         self._server.server_close()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        readiness = self._readiness
+        readiness, liveness = self._readiness, self._liveness
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
@@ -47,15 +51,18 @@ class OpsServer:
                 if path == "/metrics":
                     self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
-                    self._send(200, b"ok\n")
+                    self._probe(liveness or (lambda: (True, "ok")))
                 elif path == "/readyz":
-                    try:
-                        ready, why = readiness()
-                    except Exception as exc:  # noqa: BLE001 - a probe must answer, not crash
-                        ready, why = False, f"readiness check failed: {type(exc).__name__}"
-                    self._send(200 if ready else 503, (why + "\n").encode())
+                    self._probe(readiness)
                 else:
                     self._send(404, b"not found\n")
+
+            def _probe(self, check: Readiness) -> None:
+                try:
+                    good, why = check()
+                except Exception as exc:  # noqa: BLE001 - a probe must answer, not crash
+                    good, why = False, f"check failed: {type(exc).__name__}"
+                self._send(200 if good else 503, (why + "\n").encode())
 
             def _send(self, status: int, body: bytes,
                       content_type: str = "text/plain; charset=utf-8") -> None:
@@ -71,9 +78,10 @@ class OpsServer:
         return Handler
 
 
-def start_ops(port: int | None, readiness: Readiness) -> OpsServer | None:
+def start_ops(port: int | None, readiness: Readiness,
+              liveness: Readiness | None = None) -> OpsServer | None:
     """Serve on `port` when one is configured (0 picks a free one)."""
-    return None if port is None else OpsServer(port, readiness).start()
+    return None if port is None else OpsServer(port, readiness, liveness=liveness).start()
 
 
 def lag_from_statistics(stats: dict, group: str, assigned: set[tuple[str, int]]) -> None:

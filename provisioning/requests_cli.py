@@ -1,4 +1,5 @@
-"""`provisioning submit|status|events|retry|token`: requests through the REST API, for people.
+"""`provisioning submit|status|events|retry|token` and the operators' actions (`cancel`, `resume`,
+`recompensate`, `resolve`): requests through the REST API, for people.
 
 Human output by default (rich tables, the audit trail as a timeline); `--json` prints the API's
 answer unchanged, for scripts.
@@ -65,6 +66,20 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         command.add_argument("request_id")
         command.add_argument("--reason", help="why (recorded in the request's audit trail)")
         _connection_options(command)
+        command.set_defaults(handler=_operate, action=name, step=None)
+
+    for name, text, reason_help in [
+        ("recompensate", "operators: try again to undo an uncompensated step of a FAILED "
+         "request", "why (recorded in the request's audit trail)"),
+        ("resolve", "operators: record that an uncompensated step was cleaned up by hand",
+         "what was done (required; recorded in the request's audit trail)"),
+    ]:
+        command = commands.add_parser(name, help=text)
+        command.add_argument("request_id")
+        command.add_argument("--step", required=True,
+                             help="the uncompensated step (see `provisioning status <id>`)")
+        command.add_argument("--reason", required=name == "resolve", help=reason_help)
+        _connection_options(command)
         command.set_defaults(handler=_operate, action=name)
 
     token = commands.add_parser("token", help="print a development token (local signing key)")
@@ -126,11 +141,13 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _operate(args: argparse.Namespace, settings: Settings) -> int:
-    answer = _client(args, settings).operate(args.request_id, args.action, args.reason)
+    answer = _client(args, settings).operate(args.request_id, args.action, args.reason,
+                                             args.step)
     if args.json:
         _print_json(answer)
     else:
-        Console().print(f"{args.action} of [bold]{answer['requestId']}[/] sent "
+        step = f" ({args.step})" if args.step else ""
+        Console().print(f"{args.action}{step} of [bold]{answer['requestId']}[/] sent "
                         f"(was {answer['status']}); follow it with: "
                         f"provisioning events {answer['requestId']}")
     return 0
@@ -188,12 +205,15 @@ def _print_status(s: dict[str, Any]) -> None:
         ("created", s["createdAt"]), ("updated", s["updatedAt"]),
         ("finished", s["finishedAt"] or "-"),
     ]
+    rows += [(f"[red]uncompensated[/] {x['step']}", f"{x['reason']} (since {x['since']})")
+             for x in s.get("uncompensatedSteps", [])]
     for name, value in rows:
         table.add_row(name, value)
     Console().print(table)
 
 
 EVENT_STYLE = {"Succeeded": "green", "FailedEvent": "red", "Rejected": "red",
+               "OperatorAction": "bold",
                "StepFailed": "yellow", "CompensationStarted": "yellow",
                "StepCompensated": "yellow", "CompensationFailed": "red"}
 HIDDEN_DETAILS = ("payloadHash", "deadlineAt", "stepDeadline", "nextRetryAt", "workflowVersion")

@@ -2,7 +2,9 @@
 
 It reads the projection in PostgreSQL (read-only queries): request rate per workflow type,
 success ratio, what is in flight by workflow and step, the slowest running requests, stuck
-requests, and the latest failures with their reasons. `--once` prints one frame and exits.
+requests, the latest failures with their reasons, and the requests that need attention: steps
+whose compensation was given up, which an operator must re-attempt or resolve. `--once` prints
+one frame and exits.
 """
 
 from __future__ import annotations
@@ -47,6 +49,11 @@ QUERIES = {
                finished_at
         FROM provisioning_requests
         WHERE status IN ('FAILED', 'REJECTED') ORDER BY finished_at DESC NULLS LAST LIMIT 5""",
+    # Newest first, as the failures; the count says how many there are in all.
+    "needs_attention": """
+        SELECT request_id, workflow_type, status, steps, reasons, since,
+               count(*) OVER () AS total
+        FROM provisioning_needs_attention ORDER BY since DESC LIMIT 10""",
 }
 
 
@@ -92,7 +99,7 @@ def render_frame(engine: sa.Engine, window_min: int = 15) -> Group:
         _header(data, window_min), _rates(data, window_min), _in_flight(data),
         _requests("Slowest running", data["slowest"], "age_s", "age"),
         _requests("Stuck (not moving)", data["stuck"], "idle_s", "idle for"),
-        _failures(data),
+        _failures(data), _needs_attention(data),
     )
 
 
@@ -106,7 +113,8 @@ def _header(data: dict, window_min: int) -> Text:
     return Text.assemble(
         ("provisioning top", "bold"),
         f"  last {window_min} min: {requests} requests ({requests / (window_min * 60):.2f}/s), "
-        f"success {ratio}, in flight {in_flight}, stuck {len(data['stuck'])}")
+        f"success {ratio}, in flight {in_flight}, stuck {len(data['stuck'])}, "
+        f"need attention {_attention_total(data)}")
 
 
 def _rates(data: dict, window_min: int) -> Table:
@@ -146,4 +154,25 @@ def _failures(data: dict) -> Table:
         table.add_column(column, overflow="fold")
     for r in data["failures"]:
         table.add_row(str(r["request_id"]), r["workflow_type"], r["step"], r["reason"] or "-")
+    return table
+
+
+def _attention_total(data: dict) -> int:
+    rows = data["needs_attention"]
+    return int(rows[0]["total"]) if rows else 0
+
+
+def _needs_attention(data: dict) -> Table:
+    table = Table(title=f"Needs attention: {_attention_total(data)} requests with uncompensated "
+                        "steps (provisioning recompensate|resolve <id> --step S)",
+                  title_justify="left")
+    for column in ("request", "workflow", "status", "uncompensated step", "reason", "since"):
+        table.add_column(column, overflow="fold")
+    for r in data["needs_attention"]:
+        for index, step in enumerate(r["steps"]):
+            first = index == 0  # one line per step, the request's columns on its first
+            table.add_row(str(r["request_id"]) if first else "",
+                          r["workflow_type"] if first else "", r["status"] if first else "",
+                          step, (r["reasons"] or {}).get(step, "-"),
+                          f"{r['since']:%Y-%m-%d %H:%M:%S}" if first else "")
     return table

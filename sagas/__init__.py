@@ -39,6 +39,8 @@ from sagas.frozen import FrozenMap
 from sagas.inputs import (
     CompensationResult,
     OperatorCancel,
+    OperatorRecompensate,
+    OperatorResolve,
     OperatorResume,
     OperatorRetry,
     Outcome,
@@ -79,6 +81,8 @@ __all__ = [
     "ExecuteStep",
     "FrozenMap",
     "OperatorCancel",
+    "OperatorRecompensate",
+    "OperatorResolve",
     "OperatorResume",
     "OperatorRetry",
     "Outcome",

@@ -9,10 +9,13 @@ The life of a saga (one per requestId):
    key `<requestId>:<run>:<step>`, the same for every attempt) and two timers: the attempt's
    timeout and, on the first attempt, the step's deadline.
 3. A success (`StepResult` SUCCEEDED) completes the step and starts the next one; after the
-   last, `ProvisioningSucceeded` carries the resource id and the saga is COMPLETED.
-4. A transient failure, or an attempt that times out, is retried after the step's backoff: a
+   last, `ProvisioningSucceeded` carries the resource id and the outputs of the run's steps,
+   and the saga is COMPLETED.
+4. A transient failure, or an attempt that times out, is retried after the step's backoff (or
+   the wait the participant asked for, `StepResult.retry_after_ms`, when longer): a
    `ProvisioningStepFailed` naming the next attempt's time, and a RETRY timer. Retries are
-   timers in the state, never sleeps.
+   timers in the state, never sleeps. A retry that would start after the step's deadline is
+   not made: the step fails for good.
 5. A permanent failure, spent retries, the step's deadline or an operator's cancel fail the
    step for good (`ProvisioningStepFailed` without a next attempt): the saga turns COMPENSATING
    and undoes its completed steps in reverse order, one at a time. Each compensation attempt
@@ -20,12 +23,20 @@ The life of a saga (one per requestId):
    a failed attempt is a `ProvisioningCompensationFailed` naming the next attempt's time, and
    once the compensation's retries are spent, one without: it is recorded and skipped. Then
    `ProvisioningFailedEvent` ends the run FAILED with the reason and the failed step.
+   The steps whose undo was given up are the run's leftovers (`uncompensated_steps`, with the
+   reason of the last attempt), which an operator must clean: `OperatorRecompensate` tries a
+   leftover's compensation again (one fresh attempt under the same idempotency key; the saga
+   is COMPENSATING for it, then FAILED again without a second terminal event), and
+   `OperatorResolve` records that it was cleaned by hand. Both apply to a FAILED saga and a
+   step that is a leftover; anything else is ignored.
    The failed step itself is not compensated: it never completed. (An attempt abandoned by a
    timeout, the deadline or a cancel may still take effect at its participant; that is why
    every call carries `deadline_at`, after which the participant should give up.)
 6. The same command again (same payload hash) runs nothing while the saga runs (reply
    Started) or after it completed (reply Completed, same resource id); after it FAILED it
-   starts the next run. Another payload under the same requestId is rejected as a conflict.
+   starts the next run, unless leftovers remain: then it is rejected (code "uncompensated")
+   until an operator clears them, as an operator's RETRY is ignored. Another payload under the
+   same requestId is rejected as a conflict.
 
 Every change of state is an event (folded by `sagas/replay.py`), numbered by a per-saga
 sequence; a transition that changed the state ends with `PersistState`.
@@ -54,6 +65,8 @@ from sagas.events import ProvisioningOperatorAction, ProvisioningRejected
 from sagas.inputs import (
     CompensationResult,
     OperatorCancel,
+    OperatorRecompensate,
+    OperatorResolve,
     OperatorResume,
     OperatorRetry,
     Outcome,
@@ -63,6 +76,7 @@ from sagas.inputs import (
     TimerFired,
     TimerKind,
 )
+from sagas.outcomes import CANCELLED_BY
 from sagas.state import SagaState, Status, payload_hash
 from sagas.transitions import (
     DEADLINE_EXCEEDED,
@@ -123,16 +137,24 @@ def _on_command(t: Transition, command: StartCommand, registry: WorkflowRegistry
     if problem is not None:
         _reject(t, command, "invalid", f"invalid command: {problem}")
         return
+    if state is not None and state.uncompensated_steps:
+        _reject(t, command, "uncompensated", _held_by_leftovers(state))
+        return
+    run, first_sequence = (state.run + 1, state.sequence + 1) if state is not None else (1, 1)
+    if state is None and command.known_run is not None:
+        # Forgotten after the idempotency window, known to the sender: continue after it.
+        run, first_sequence = command.known_run + 1, (command.known_sequence or 0) + 1
     start_run(
         t, registry.latest(command.workflow_type),
         request_id=command.request_id,
-        run=1 if state is None else state.run + 1,
+        run=run,
         tenant_id=command.tenant_id,
         params=command.params,
         payload_hash=command_hash,
         requested_by=command.requested_by,
         reply_to=command.reply_to,
         trace_parent=command.trace_parent,
+        first_sequence=first_sequence,
     )
 
 
@@ -164,6 +186,13 @@ def _reject(t: Transition, command: StartCommand, code: str, reason: str) -> Non
     ))
 
 
+def _held_by_leftovers(state: SagaState) -> str:
+    # What the last run left may clash with a new one (an entity already a tenant) or be
+    # duplicated by it (a second schema): it is cleaned first.
+    return (f"not run again: run {state.run} left {', '.join(state.uncompensated_steps)} "
+            "not compensated; an operator must re-attempt or resolve them first")
+
+
 def _status_response(state: SagaState, now: int) -> ProvisioningResponse:
     if state.status is Status.COMPLETED:
         assert state.resource_id is not None
@@ -190,6 +219,7 @@ def _on_step_result(
         step_failed(
             t, workflow, step, result.attempt, reason,
             transient=result.outcome is Outcome.TRANSIENT_FAILURE, acted=result.acted,
+            retry_after_ms=result.retry_after_ms,
         )
 
 
@@ -291,8 +321,8 @@ def _on_operator_retry(
     _: Workflow,
     registry: WorkflowRegistry,
 ) -> None:
-    if state.status is not Status.FAILED:
-        return
+    if state.status is not Status.FAILED or state.uncompensated_steps:
+        return  # leftovers are cleared before the next run (see _held_by_leftovers)
     t.emit(ProvisioningOperatorAction, operator=retry.operator, action="RETRY", reason=None)
     start_run(
         t, registry.latest(state.workflow_type),
@@ -322,7 +352,7 @@ def _on_operator_cancel(
     # The step under way is abandoned (its late result will be stale); what completed is undone.
     fail_step_for_good(
         t, workflow, state.current_step, state.current_attempt,
-        f"cancelled by {cancel.operator}: {cancel.reason}", transient=False,
+        f"{CANCELLED_BY}{cancel.operator}: {cancel.reason}", transient=False,
     )
 
 
@@ -346,6 +376,43 @@ def _on_operator_resume(
         start_step(t, step, state.current_attempt + 1)
 
 
+def _is_leftover(state: SagaState, step: str) -> bool:
+    """Is `step` a leftover of a run that is over (not while it or a re-attempt runs)?"""
+    return state.status is Status.FAILED and step in state.uncompensated_steps
+
+
+def _on_operator_recompensate(
+    t: Transition,
+    state: SagaState,
+    recompensate: OperatorRecompensate,
+    workflow: Workflow,
+    _: WorkflowRegistry,
+) -> None:
+    """One fresh attempt to undo a leftover, under the step's idempotency key (a participant
+    that did undo it already answers so); when it settles the saga is FAILED again, the step
+    compensated or still a leftover with the new reason."""
+    if not _is_leftover(state, recompensate.step):
+        return
+    t.emit(ProvisioningOperatorAction, operator=recompensate.operator, action="RECOMPENSATE",
+           reason=recompensate.reason, step=recompensate.step)
+    step = workflow.step(recompensate.step)
+    start_compensation(t, step, state.compensation_attempts.get(step.name, 0) + 1)
+
+
+def _on_operator_resolve(
+    t: Transition,
+    state: SagaState,
+    resolve_: OperatorResolve,
+    _: Workflow,
+    __: WorkflowRegistry,
+) -> None:
+    """The operator cleaned the leftover by hand: the audit record takes it off the list."""
+    if not _is_leftover(state, resolve_.step):
+        return
+    t.emit(ProvisioningOperatorAction, operator=resolve_.operator, action="RESOLVE",
+           reason=resolve_.reason, step=resolve_.step)
+
+
 _HANDLERS: dict[type, Callable[[Transition, SagaState, Any, Workflow, WorkflowRegistry], None]] = {
     StepResult: _on_step_result,
     CompensationResult: _on_compensation_result,
@@ -353,6 +420,8 @@ _HANDLERS: dict[type, Callable[[Transition, SagaState, Any, Workflow, WorkflowRe
     OperatorRetry: _on_operator_retry,
     OperatorCancel: _on_operator_cancel,
     OperatorResume: _on_operator_resume,
+    OperatorRecompensate: _on_operator_recompensate,
+    OperatorResolve: _on_operator_resolve,
 }
 
 

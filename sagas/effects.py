@@ -69,6 +69,7 @@ class ExecuteStep:
     idempotency_key: str
     params: FrozenMap[str, str] = EMPTY
     deadline_at: int | None = None  # the participant may give up after it: nobody waits longer
+    trace_parent: str | None = None  # the saga's W3C traceparent, for the participant's call
 
     def __post_init__(self) -> None:
         freeze_fields(self, "params")
@@ -87,6 +88,7 @@ class CompensateStep:
     idempotency_key: str
     params: FrozenMap[str, str] = EMPTY
     deadline_at: int | None = None
+    trace_parent: str | None = None
 
     def __post_init__(self) -> None:
         freeze_fields(self, "params")

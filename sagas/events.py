@@ -75,6 +75,12 @@ class ProvisioningStepFailed(SagaEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProvisioningSucceeded(SagaEvent):
     resource_id: str
+    # What the run's steps produced (the saga's `outputs`), so a subscriber learns what was
+    # provisioned without calling back: e.g. adminUserId, billingAccountId, an endpoint.
+    outputs: FrozenMap[str, str] = EMPTY
+
+    def __post_init__(self) -> None:
+        freeze_fields(self, "outputs")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,12 +127,14 @@ class ProvisioningRejected(SagaEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProvisioningOperatorAction(SagaEvent):
-    """An operator acted on the saga (CANCEL, RETRY, RESUME): the audit record of who and why.
-    The action's effects follow as the usual events."""
+    """An operator acted on the saga (CANCEL, RETRY, RESUME, RECOMPENSATE, RESOLVE): the audit
+    record of who and why. The action's effects follow as the usual events; RESOLVE has none
+    but this record, which takes `step` off the saga's leftovers."""
 
     operator: str
     action: str
     reason: str | None = None
+    step: str | None = None  # the leftover acted on (RECOMPENSATE, RESOLVE)
 
 
 Event = (

@@ -51,6 +51,12 @@ class FrozenMap(Mapping[K, V]):
         """A copy with `key` set to `value`."""
         return FrozenMap({**self._items, key: value})
 
+    def without(self, key: K) -> FrozenMap[K, V]:
+        """A copy without `key` (itself when `key` is absent)."""
+        if key not in self._items:
+            return self
+        return FrozenMap({k: v for k, v in self._items.items() if k != key})
+
     def merge(self, other: Mapping[K, V]) -> FrozenMap[K, V]:
         """A copy with the items of `other` added (they win on equal keys)."""
         return FrozenMap({**self._items, **other})

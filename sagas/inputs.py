@@ -37,6 +37,11 @@ class StartCommand:
     requested_by: str
     reply_to: str | None = None
     trace_parent: str | None = None  # W3C traceparent of the command, kept for every event
+    # The last run and event sequence the sender knows of (the API, from the projection): a
+    # saga forgotten after its idempotency window continues after them, so a new run never
+    # repeats an earlier run's idempotency keys or sequence numbers.
+    known_run: int | None = None
+    known_sequence: int | None = None
 
     def __post_init__(self) -> None:
         freeze_fields(self, "params")
@@ -54,6 +59,9 @@ class StepResult:
     # A failure after the participant did the work (e.g. a success whose output could not be
     # recorded): the step is compensated too, as after an attempt whose answer never came.
     acted: bool = False
+    # A transient failure's wait the participant asked for (HTTP Retry-After), in ms from the
+    # result: the next attempt is not before it, nor before the step's backoff.
+    retry_after_ms: int | None = None
 
     def __post_init__(self) -> None:
         freeze_fields(self, "output")
@@ -100,7 +108,28 @@ class OperatorResume:
     reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperatorRecompensate:
+    """Try again to undo a leftover of a FAILED run: a fresh compensation attempt of `step`
+    under its idempotency key."""
+
+    request_id: str
+    operator: str
+    step: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OperatorResolve:
+    """An operator cleaned a leftover of a FAILED run by hand: `step` is no longer one."""
+
+    request_id: str
+    operator: str
+    step: str
+    reason: str
+
+
 SagaInput = (
     StartCommand | StepResult | CompensationResult | TimerFired | OperatorRetry | OperatorCancel
-    | OperatorResume
+    | OperatorResume | OperatorRecompensate | OperatorResolve
 )

@@ -148,20 +148,41 @@ def _step_compensated(state: SagaState, e: ProvisioningStepCompensated) -> SagaS
         state, e,
         current_step=None,
         compensated_steps=(*state.compensated_steps, e.step),
+        uncompensated_steps=state.uncompensated_steps.without(e.step),
         attempt_deadline=None,
+        **_back_to_failed(state),
     )
 
 
 def _compensation_failed(state: SagaState, e: ProvisioningCompensationFailed) -> SagaState:
     if e.next_retry_at is not None:
         return _after(state, e, next_retry_at=e.next_retry_at, attempt_deadline=None)
+    # Given up: a leftover, with the reason of its last attempt (a failed re-attempt updates it).
+    failed_steps = state.compensation_failed_steps
     return _after(
         state, e,
         current_step=None,
-        compensation_failed_steps=(*state.compensation_failed_steps, e.step),
+        compensation_failed_steps=failed_steps if e.step in failed_steps else (
+            *failed_steps, e.step),
+        uncompensated_steps=state.uncompensated_steps.set(e.step, e.reason),
         next_retry_at=None,
         attempt_deadline=None,
+        **_back_to_failed(state),
     )
+
+
+def _back_to_failed(state: SagaState) -> dict[str, Any]:
+    """A compensation settled after its run had ended was an operator's re-attempt of one
+    leftover: the saga is FAILED again, with its run's reason and end, and no second terminal
+    event (a run has exactly one)."""
+    return {"status": Status.FAILED} if state.run_ended else {}
+
+
+def _operator_action(state: SagaState, e: ProvisioningOperatorAction) -> SagaState:
+    if e.action == "RESOLVE" and e.step is not None:
+        # Cleaned by hand: the audit record itself is the change.
+        return _after(state, e, uncompensated_steps=state.uncompensated_steps.without(e.step))
+    return _after(state, e)  # the other actions' effects follow as their own events
 
 
 def _succeeded(state: SagaState, e: ProvisioningSucceeded) -> SagaState:
@@ -200,6 +221,5 @@ _EVOLVE: dict[type, Callable[[SagaState, Any], SagaState]] = {
     ProvisioningCompensationFailed: _compensation_failed,
     ProvisioningSucceeded: _succeeded,
     ProvisioningFailedEvent: _failed,
-    # The audit record of an operator's action; its effects follow as their own events.
-    ProvisioningOperatorAction: lambda state, e: _after(state, e),
+    ProvisioningOperatorAction: _operator_action,
 }

@@ -63,16 +63,27 @@ class SagaState:
     compensation_attempts: FrozenMap[str, int] = EMPTY  # compensation attempts per step
     # Steps whose compensation failed for good: skipped, their effect may remain.
     compensation_failed_steps: tuple[str, ...] = ()
+    # The leftovers an operator must clean: of those steps, the ones neither compensated since
+    # (an operator's re-attempt) nor resolved by hand, with the reason of the last failed
+    # attempt. A FAILED run with leftovers does not run again until they are cleared.
+    uncompensated_steps: FrozenMap[str, str] = EMPTY
     trace_parent: str | None = None  # of the command that started the run
 
     def __post_init__(self) -> None:
-        freeze_fields(self, "params", "outputs", "attempts", "compensation_attempts")
+        freeze_fields(self, "params", "outputs", "attempts", "compensation_attempts",
+                      "uncompensated_steps")
         if not isinstance(self.status, Status):
             object.__setattr__(self, "status", Status(self.status))
 
     @property
     def is_terminal(self) -> bool:
         return self.status.is_terminal
+
+    @property
+    def run_ended(self) -> bool:
+        """The run has had its terminal event; an operator's re-attempt of a leftover
+        compensation may still turn the saga COMPENSATING for a while."""
+        return self.finished_at is not None
 
     @property
     def is_running(self) -> bool:

@@ -39,11 +39,10 @@ from sagas.events import (
 )
 from sagas.frozen import FrozenMap
 from sagas.inputs import TimerKind
+from sagas.outcomes import DEADLINE_EXCEEDED, GAVE_UP, NO_RESULT_ID
 from sagas.replay import evolve
 from sagas.state import SagaState
 from sagas.workflows import Step, Workflow
-
-DEADLINE_EXCEEDED = "deadline exceeded"
 
 
 class Transition:
@@ -109,10 +108,13 @@ def start_run(
     requested_by: str,
     reply_to: str | None,
     trace_parent: str | None = None,
+    first_sequence: int = 1,
 ) -> None:
+    """`first_sequence` numbers the first event of a saga that has no state (1, or after the
+    events of the runs of a saga forgotten after its idempotency window)."""
     t.record(ProvisioningRequested(
         request_id=request_id,
-        sequence=t.state.sequence + 1 if t.state is not None else 1,
+        sequence=t.state.sequence + 1 if t.state is not None else first_sequence,
         run=run,
         workflow_type=workflow.type,
         tenant_id=tenant_id,
@@ -157,7 +159,7 @@ def step_succeeded(
     id_step, id_key = workflow.resource_id_from
     if step.name == id_step and id_key not in output:
         # The participant broke its contract; what it did is undone with the rest.
-        reason = f"{step.name} succeeded without the output {id_key} that names the result"
+        reason = f"{step.name} {NO_RESULT_ID} {id_key} that names the result"
         fail_step_for_good(t, workflow, step.name, attempt, reason, transient=False,
                            may_have_acted=False)  # completed: undone with the others
         return
@@ -170,12 +172,18 @@ def step_succeeded(
 
 def step_failed(
     t: Transition, workflow: Workflow, step: Step, attempt: int, reason: str, *, transient: bool,
-    acted: bool = False,
+    acted: bool = False, retry_after_ms: int | None = None,
 ) -> None:
-    """An attempt failed: retry it after the backoff, or fail the step for good (undoing it
-    too unless the participant refused its first attempt without acting)."""
+    """An attempt failed: retry it after the backoff (or the participant's longer
+    `retry_after_ms`), or fail the step for good (undoing it too unless the participant
+    refused its first attempt without acting)."""
     if transient and step.retry.allows_retry_after(attempt):
-        retry_at = t.now + step.retry.backoff_ms(attempt)
+        wait = step.retry.backoff_ms(attempt)
+        asked = None
+        if retry_after_ms is not None and retry_after_ms > wait:
+            # Cut to the step's whole deadline: a longer wait can only end in failure anyway.
+            asked, wait = retry_after_ms, min(retry_after_ms, step.deadline_ms)
+        retry_at = t.now + wait
         deadline = t.saga.step_deadline
         if deadline is None or retry_at < deadline:
             t.emit(
@@ -184,9 +192,10 @@ def step_failed(
             )
             t.ask(set_timer(t.saga, TimerKind.RETRY, step.name, attempt, retry_at))
             return
-        reason = f"{DEADLINE_EXCEEDED} before the next attempt; last error: {reason}"
+        waited = f" (the participant asked to wait {asked} ms)" if asked is not None else ""
+        reason = f"{DEADLINE_EXCEEDED} before the next attempt{waited}; last error: {reason}"
     elif transient:
-        reason = f"{reason} (gave up after {attempt} attempts)"
+        reason = f"{reason} {GAVE_UP}{attempt} attempts)"
     # Only a participant's "no" to the first attempt is sure to leave nothing behind.
     fail_step_for_good(t, workflow, step.name, attempt, reason, transient=transient,
                        may_have_acted=transient or attempt > 1 or acted)
@@ -218,7 +227,7 @@ def fail_step_for_good(
 def succeed(t: Transition, workflow: Workflow) -> None:
     saga = t.saga
     resource_id = saga.outputs[workflow.resource_id_from[1]]
-    t.emit(ProvisioningSucceeded, resource_id=resource_id)
+    t.emit(ProvisioningSucceeded, resource_id=resource_id, outputs=saga.outputs)
     t.reply(saga.reply_to, ProvisioningCompleted(
         request_id=saga.request_id, run=saga.run, resource_id=resource_id, occurred_at=t.now,
     ))
@@ -259,7 +268,7 @@ def start_compensation(t: Transition, step: Step, attempt: int) -> None:
 
 def compensation_succeeded(t: Transition, workflow: Workflow, step: Step, attempt: int) -> None:
     t.emit(ProvisioningStepCompensated, step=step.name, attempt=attempt)
-    compensate_next(t, workflow)
+    _after_compensation(t, workflow)
 
 
 def compensation_failed(
@@ -278,9 +287,16 @@ def compensation_failed(
         return
     t.emit(
         ProvisioningCompensationFailed, step=step.name, attempt=attempt,
-        reason=f"{reason} (gave up after {attempt} attempts)", next_retry_at=None,
+        reason=f"{reason} {GAVE_UP}{attempt} attempts)", next_retry_at=None,
     )
-    compensate_next(t, workflow)
+    _after_compensation(t, workflow)
+
+
+def _after_compensation(t: Transition, workflow: Workflow) -> None:
+    """On to the next step to undo, unless the run had already ended: then this was an
+    operator's re-attempt of one leftover, and the fold has made the saga FAILED again."""
+    if not t.saga.run_ended:
+        compensate_next(t, workflow)
 
 
 def fail_run(t: Transition) -> None:
@@ -304,6 +320,7 @@ def execute_step(saga: SagaState, step: Step) -> ExecuteStep:
         attempt=saga.attempts[step.name],
         idempotency_key=idempotency_key(saga.request_id, saga.run, step.name),
         params=saga.step_params, deadline_at=saga.attempt_deadline,
+        trace_parent=saga.trace_parent,
     )
 
 
@@ -316,6 +333,7 @@ def compensate_step(saga: SagaState, step: Step) -> CompensateStep:
         action=step.compensation, attempt=saga.compensation_attempts[step.name],
         idempotency_key=idempotency_key(saga.request_id, saga.run, step.name),
         params=saga.step_params, deadline_at=saga.attempt_deadline,
+        trace_parent=saga.trace_parent,
     )
 
 

@@ -71,6 +71,9 @@ class Workflow:
     def step(self, name: str) -> Step:
         return self.steps[self._index[name]]
 
+    def has_step(self, name: str) -> bool:
+        return name in self._index
+
     def step_after(self, name: str) -> Step | None:
         """The step that follows `name`, or None after the last one."""
         following = self._index[name] + 1

@@ -8,8 +8,8 @@ Decoded values use plain Avro types: timestamps are epoch-millisecond ints, UUID
 symbols strings, maps dicts, arrays lists. Encoding accepts the same (and aware datetimes and
 `uuid.UUID`s).
 
-Every failure on bad input is a `provisioning.errors.CodecError` subclass (see
-`schemas.errors`), never a library's exception: a consumer catches one type and dead-letters.
+Every failure on bad input is a `schemas.errors.CodecError` subclass, never a library's
+exception: a consumer catches one type and dead-letters.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ __all__ = [
     "CONTENT_TYPE",
     "HEADER_SIZE",
     "MAGIC",
+    "WORKFLOW_TYPE_HEADER",
     "Codec",
     "Decoded",
     "RecordSchema",
@@ -54,6 +55,9 @@ MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
 CONTENT_TYPE = "application/vnd.apache.avro+single-object"
 """The `content-type` header: Avro single-object encoding (no registry, no JSON)."""
+WORKFLOW_TYPE_HEADER = "workflow-type"
+"""Header of every event: the event's `workflowType`, so a subscriber can skip the workflows it
+does not care about without decoding their records."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +148,12 @@ class Codec:
         return self._writer(record_name).schema.name
 
     def headers_for(
-        self, record_name: str, traceparent: str | None = None
+        self, record_name: str, traceparent: str | None = None, *,
+        workflow_type: str | None = None,
     ) -> list[tuple[str, bytes]]:
         headers = list(self._writer(record_name).headers)
+        if workflow_type is not None:
+            headers.append((WORKFLOW_TYPE_HEADER, workflow_type.encode("utf-8", "replace")))
         if traceparent:
             headers.append(("traceparent", traceparent.encode("ascii", "replace")))
         return headers
@@ -243,9 +250,12 @@ def event_type(record_name: str) -> str:
     return default_codec().event_type(record_name)
 
 
-def headers_for(record_name: str, traceparent: str | None = None) -> list[tuple[str, bytes]]:
-    """Kafka headers of a record: `event-type`, `content-type`, and `traceparent` if given."""
-    return default_codec().headers_for(record_name, traceparent)
+def headers_for(
+    record_name: str, traceparent: str | None = None, *, workflow_type: str | None = None
+) -> list[tuple[str, bytes]]:
+    """Kafka headers of a record: `event-type`, `content-type`, then `workflow-type` and
+    `traceparent` if given (events carry `workflow-type`: their `workflowType` field)."""
+    return default_codec().headers_for(record_name, traceparent, workflow_type=workflow_type)
 
 
 def record_names() -> frozenset[str]:

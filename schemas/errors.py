@@ -1,12 +1,24 @@
-"""Errors of the codec. Every one is a `CodecError`: a consumer catches that one type."""
+"""Errors of the contract package. Every codec failure is a `CodecError`: a consumer catches
+that one type. Every error of the package is a `SchemaError`.
+
+Defined here, importing nothing else of the service: other services vendor `schemas/` alone.
+The service builds on these (`provisioning.errors.CodecError` is `CodecError`), never the
+other way round.
+"""
 
 from __future__ import annotations
 
-from provisioning.errors import CodecError, ProvisioningError
+
+class SchemaError(Exception):
+    """Base of every error the contract package raises on purpose."""
 
 
-class SchemaDefinitionError(ProvisioningError):
+class SchemaDefinitionError(SchemaError):
     """An `.avsc` file is unreadable or inconsistent: the package itself is broken."""
+
+
+class CodecError(SchemaError):
+    """Bytes could not be encoded to, or decoded from, the Avro wire format."""
 
 
 class UnknownSchema(CodecError):

@@ -39,6 +39,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             "currency": "EUR",
             "paymentMethod": "pm_card_visa_4242",
         },
+        "knownRun": None,
+        "knownSequence": None,
     },
     "ProvisionServiceRequest": {
         "requestId": "6a0d2c1b-3e4f-4a5b-8c7d-9e0f1a2b3c4d",
@@ -48,6 +50,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "tenantId": TENANT_ID,
         "serviceName": "CartService",
         "slaTier": "GOLD",
+        "knownRun": None,
+        "knownSequence": None,
     },
     "ProvisionUserRequest": {
         "requestId": "b7e8f9a0-1b2c-4d3e-9f4a-5b6c7d8e9f0a",
@@ -57,6 +61,9 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "tenantId": TENANT_ID,
         "email": "jane.doe@acme.example",
         "roleName": "tenant-admin",
+        # Sent again by the API after two failed runs (ended at event 27) that the worker forgot.
+        "knownRun": 2,
+        "knownSequence": 27,
     },
     "ProvisionResourceRequest": {
         "requestId": "c1d2e3f4-a5b6-4c7d-8e9f-0a1b2c3d4e5f",
@@ -67,6 +74,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "serviceName": "CartService",
         "resourceType": "DATABASE",
         "resourceSpec": {"sizeGb": "20", "name": "carts", "region": "eu-west-1"},
+        "knownRun": None,
+        "knownSequence": None,
     },
     "ProvisioningStarted": {"requestId": REQUEST_ID, "run": 1, "occurredAt": T0 + 15},
     "ProvisioningCompleted": {
@@ -128,6 +137,12 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "sequence": 10,
         "occurredAt": T0 + 2_400,
         "resourceId": TENANT_ID,
+        "outputs": {
+            "tenantId": TENANT_ID,
+            "billingAccountId": "5b0e7c2d-9a14-4f6b-8e3a-2c7d1f9e4a60",
+            "activatedServices": "CoreService,BillingService",
+            "adminUserId": "8e2f4a1c-6b3d-4e7f-9a2b-c5d8e1f0a3b7",
+        },
     },
     "ProvisioningFailedEvent": {
         **_EVENT,
@@ -178,6 +193,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "operator": "ops-ada",
         "action": "CANCEL",
         "reason": "customer withdrew the order",
+        "step": None,
     },
     "ProvisioningOperatorCommand": {
         "requestId": REQUEST_ID,
@@ -185,6 +201,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "action": "CANCEL",
         "reason": "customer withdrew the order",
         "requestedAt": T0 + 94_000,
+        "step": None,
     },
     "SagaState": {
         "requestId": REQUEST_ID,
@@ -216,6 +233,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
         "attemptDeadline": None,
         "compensationAttempts": {},
         "compensationFailedSteps": [],
+        "uncompensatedSteps": {},
         "failedStep": None,
         "reason": None,
         "resourceId": None,

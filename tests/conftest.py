@@ -1,19 +1,16 @@
 """Session fixtures for the real services every integration test uses.
 
 The services come from `provisioning dev env` (the local launcher that `make test` and CI
-start). Set PROVISIONING_TEST_SERVICES=testcontainers on a machine with a Docker engine to
-start throwaway containers instead. A service that does not answer fails the test with a
+start; no Docker engine is needed). A service that does not answer fails the test with a
 message saying how to start it: integration tests are never skipped.
 """
 
 from __future__ import annotations
 
-import os
 import shlex
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,25 +33,9 @@ def _local_env() -> dict[str, str]:
     return env
 
 
-def _testcontainers_env() -> Iterator[dict[str, str]]:
-    from testcontainers.kafka import KafkaContainer
-    from testcontainers.postgres import PostgresContainer
-
-    with KafkaContainer().with_kraft() as kafka, PostgresContainer("postgres:16") as postgres:
-        url = postgres.get_connection_url().replace("+psycopg2", "+psycopg")
-        yield {
-            "PROVISIONING_KAFKA_BOOTSTRAP_SERVERS": kafka.get_bootstrap_server(),
-            "PROVISIONING_DATABASE_URL": url,
-            "PROVISIONING_TOPIC_PREFIX": "test",
-        }
-
-
 @pytest.fixture(scope="session")
-def service_env() -> Iterator[dict[str, str]]:
-    if os.environ.get("PROVISIONING_TEST_SERVICES") == "testcontainers":
-        yield from _testcontainers_env()
-    else:
-        yield _local_env()
+def service_env() -> dict[str, str]:
+    return _local_env()
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,9 @@ MAX_OUTPUT_NAME_CHARS = 128
 # a certificate at most; a whole step's outputs stay far below a Kafka record.
 MAX_OUTPUT_VALUE_CHARS = 16 * 1024
 MAX_OUTPUT_BYTES = 64 * 1024
+# No step's deadline is longer (routing caps `deadline_s` at 30 days): a longer wait means
+# "never" and fails the step at once, without overflowing a timestamp.
+MAX_RETRY_AFTER_MS = 30 * 86_400 * 1000
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _NUL = re.compile(r"\x00+")
@@ -39,6 +42,9 @@ def clean_reason(reason: str | None) -> str | None:
 def clean_outcome(outcome: StepOutcome) -> StepOutcome:
     """The outcome as it may be recorded: reason cleaned, outputs checked and cleaned."""
     reason = clean_reason(outcome.reason)
+    if outcome.outcome is Outcome.TRANSIENT_FAILURE:
+        return StepOutcome(outcome.outcome, {}, reason, acted=outcome.acted,
+                           retry_after_ms=clean_retry_after(outcome.retry_after_ms))
     if outcome.outcome is not Outcome.SUCCEEDED or not outcome.output:
         return StepOutcome(outcome.outcome, {}, reason, acted=outcome.acted)
     problem = output_problem(outcome.output)
@@ -47,6 +53,16 @@ def clean_outcome(outcome: StepOutcome) -> StepOutcome:
     output = {_valid_utf8(name): _NUL.sub("", _valid_utf8(value))
               for name, value in outcome.output.items()}
     return StepOutcome(Outcome.SUCCEEDED, output, reason)
+
+
+def clean_retry_after(retry_after_ms: object) -> int | None:
+    """A participant's wait as a whole number of ms the saga can schedule: no wait for a
+    negative one, at most `MAX_RETRY_AFTER_MS` (the saga cuts it to the step's deadline)."""
+    if isinstance(retry_after_ms, bool) or not isinstance(retry_after_ms, int | float):
+        return None
+    if retry_after_ms != retry_after_ms:  # NaN
+        return None
+    return int(min(max(retry_after_ms, 0), MAX_RETRY_AFTER_MS))
 
 
 def output_problem(output: Mapping[str, str]) -> str | None:

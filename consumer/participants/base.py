@@ -42,6 +42,7 @@ class StepCall:
     idempotency_key: str
     params: Mapping[str, str]
     deadline_at: int | None = None  # epoch ms; a participant may give up after it
+    trace_parent: str | None = None  # the saga's W3C traceparent, passed on to the participant
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,8 @@ class StepOutcome:
     reason: str | None = None
     # A failure after the participant did (some of) the work: the step is undone too.
     acted: bool = False
+    # A transient failure's "not before": the participant's Retry-After, in ms from its answer.
+    retry_after_ms: int | None = None
 
     @classmethod
     def succeeded(cls, **output: str) -> StepOutcome:
@@ -61,8 +64,8 @@ class StepOutcome:
         return cls(Outcome.PERMANENT_FAILURE, {}, reason)
 
     @classmethod
-    def transient(cls, reason: str) -> StepOutcome:
-        return cls(Outcome.TRANSIENT_FAILURE, {}, reason)
+    def transient(cls, reason: str, retry_after_ms: int | None = None) -> StepOutcome:
+        return cls(Outcome.TRANSIENT_FAILURE, {}, reason, retry_after_ms=retry_after_ms)
 
 
 class Participant(Protocol):

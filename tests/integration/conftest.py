@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -66,6 +67,19 @@ def topics(kafka_admin: AdminClient, settings: Settings, layout: TopicLayout) ->
     create_topics(kafka_admin, layout.specs(settings.topic_partitions,
                                             max_command_bytes=settings.max_command_bytes))
     return layout
+
+
+@pytest.fixture(autouse=True)
+def no_stray_processes() -> Iterator[None]:
+    """Kill what a test started and left running (its own stop is skipped when it fails).
+    Processes of module fixtures were started before this fixture and are left alone."""
+    from harness import STARTED
+
+    before = len(STARTED)
+    yield
+    for process in STARTED[before:]:
+        process.kill()
+    del STARTED[before:]
 
 
 @pytest.fixture

@@ -39,6 +39,11 @@ def process_env(settings: Settings) -> dict[str, str]:
     }
 
 
+# Every process a test started, so that the test's teardown can end those it left running
+# (a failed assertion skips the test's own stop): no stray worker outlives its test.
+STARTED: list[ServiceProcess] = []
+
+
 @dataclass
 class ServiceProcess:
     """`provisioning <args>` (projector, api, ...) as its own OS process, logging to a file."""
@@ -61,6 +66,7 @@ class ServiceProcess:
             env={**process_env(self.settings), **self.extra_env}, stdout=log,
             stderr=subprocess.STDOUT, cwd=ROOT,
         )
+        STARTED.append(self)
         return self
 
     def kill(self) -> None:

@@ -95,8 +95,8 @@ def stack_settings(base_settings: Settings) -> Settings:
 @contextlib.contextmanager
 def running_stack(settings: Settings, kafka_admin: AdminClient, log_dir: Path,
                   signing_key: DevSigningKey, *, routing: str | None = None,
-                  participants: tuple[str, ...] = (), max_wait_s: float = 30
-                  ) -> Iterator[tuple[str, ServiceProcess]]:
+                  participants: tuple[str, ...] = (), max_wait_s: float = 30,
+                  worker_args: tuple[str, ...] = ()) -> Iterator[tuple[str, ServiceProcess]]:
     """Topics, worker, projector and API on `settings`' topic prefix; yields the API's URL and
     process, and checks on the way out that all three stopped cleanly."""
     create_topics(kafka_admin, TopicLayout(settings.topic_prefix).specs(3, list(participants)))
@@ -105,7 +105,8 @@ def running_stack(settings: Settings, kafka_admin: AdminClient, log_dir: Path,
         (log_dir / "routing.toml").write_text(routing)
         extra_env["PROVISIONING_ROUTING_FILE"] = str(log_dir / "routing.toml")
     group = f"api-{uuid.uuid4().hex[:8]}"
-    worker = WorkerProcess(settings, log_dir, group, extra_env=extra_env).start()
+    worker = WorkerProcess(settings, log_dir, group, extra_env=extra_env,
+                           extra_args=worker_args).start()
     projector = ServiceProcess(settings, log_dir, ("projector", "--group", f"{group}-p")).start()
     api, url = start_api(settings, log_dir, signing_key, max_wait_s=max_wait_s)
     yield url, api

@@ -86,10 +86,15 @@ def test_metrics_logs_and_traceparent_after_a_batch_of_sagas(
     assert value(scraped, "provisioning_requests_total", workflow_type="tenant") == 5
     assert value(scraped, "provisioning_duration_seconds_count", workflow_type="tenant",
                  status="success") == 4
+    # An unknown entity is a business rule's "no" at a validation step: refused, not failed.
     assert value(scraped, "provisioning_duration_seconds_count", workflow_type="tenant",
-                 status="failed") == 1
+                 status="refused") == 1
+    assert value(scraped, "provisioning_duration_seconds_count", workflow_type="tenant",
+                 status="failed") == 0
+    assert value(scraped, "provisioning_outcomes_total", workflow_type="tenant",
+                 outcome="refused") == 1
     assert value(scraped, "provisioning_failures_total", workflow_type="tenant",
-                 failed_step="validate-entity") == 1
+                 failed_step="validate-entity", code="refused") == 1
     assert value(scraped, "provisioning_step_duration_seconds_count", workflow_type="tenant",
                  step="create-tenant", status="success") == 4
     assert value(scraped, "provisioning_active_workflows", workflow_type="tenant") == 0

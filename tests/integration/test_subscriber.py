@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from tenacity import wait_fixed
 
 from producers import Event, EventSubscriber, UnknownEventName, partition_for
+from producers.subscriber import InvalidWorkflowFilter
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout
 from schemas import codec
@@ -156,3 +157,55 @@ def test_on_refuses_names_that_are_not_events(settings: Settings) -> None:
         with pytest.raises(UnknownEventName, match="ProvisioningCompleted is not published"):
             subscriber.on("ProvisioningCompleted", print)  # a reply, never on the events topic
         assert subscriber.on("ProvisioningRejected", print) is print
+
+
+def test_a_workflow_filter_passes_only_that_workflows_events_and_decodes_no_other(
+    settings: Settings, topics: TopicLayout, group_id: str
+) -> None:
+    producer = event_producer(settings)
+
+    def publish_event(record_name: str, request_id: str, workflow: str, *,
+                      header: bool = True, value: bytes | None = None) -> None:
+        datum = {**example(record_name), "requestId": request_id, "workflowType": workflow}
+        # As the worker writes them; `header=False`: as workers wrote them before the header.
+        headers = codec.headers_for(record_name, workflow_type=workflow if header else None)
+        producer.produce(topics.events, key=request_id.encode(), headers=headers,
+                         value=value if value is not None else codec.encode(record_name, datum))
+
+    tenant, service, old_tenant, old_service, unreadable = (str(uuid.uuid4()) for _ in range(5))
+    publish_event("ProvisioningRequested", tenant, "tenant")
+    publish_event("ProvisioningSucceeded", tenant, "tenant")
+    publish_event("ProvisioningRequested", service, "service")
+    publish_event("ProvisioningSucceeded", service, "service")
+    # Bytes no decoder reads, under the other workflow's header: skipped without decoding.
+    publish_event("ProvisioningSucceeded", service, "service", value=b"not an avro record")
+    publish_event("ProvisioningSucceeded", old_tenant, "tenant", header=False)
+    publish_event("ProvisioningSucceeded", old_service, "service", header=False)
+    # The rejection of a command whose workflow the worker could not read.
+    publish_event("ProvisioningRejected", unreadable, "unknown")
+    # Undecodable bytes under the subscribed workflow's header: decoded, so counted.
+    publish_event("ProvisioningSucceeded", tenant, "tenant", value=b"not an avro record")
+    producer.flush(10)
+
+    handled: list[Event] = []
+    with EventSubscriber(settings, group_id, from_beginning=True,
+                         workflow_types="tenant") as subscriber:
+        for name in ("ProvisioningRequested", "ProvisioningSucceeded", "ProvisioningRejected"):
+            subscriber.on(name, handled.append)
+        poll_until(subscriber, lambda: subscriber.counts.handled == 3
+                   and subscriber.counts.filtered == 5 and subscriber.counts.undecodable == 1,
+                   10, "every record")
+        subscriber.poll_once(0.5)
+
+    assert sorted((e.request_id, e.record_name) for e in handled) == sorted(
+        [(tenant, "ProvisioningRequested"), (tenant, "ProvisioningSucceeded"),
+         (old_tenant, "ProvisioningSucceeded")])
+    assert {e.value["workflowType"] for e in handled} == {"tenant"}
+    assert subscriber.counts.skipped == 0
+    assert subscriber.counts.handled + subscriber.counts.filtered == 8
+
+
+def test_a_workflow_filter_must_name_a_workflow(settings: Settings) -> None:
+    for nothing in ([], {""}, [None]):
+        with pytest.raises(InvalidWorkflowFilter, match="at least one workflow"):
+            EventSubscriber(settings, f"test-{uuid.uuid4().hex[:12]}", workflow_types=nothing)

@@ -15,6 +15,7 @@ from harness import TopicReader, WorkerProcess
 
 from consumer.participants.builtin.registry import add_entity
 from producers.commands import CommandPublisher
+from producers.subscriber import EVENT_RECORDS, Event, EventSubscriber
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout
 from schemas import codec
@@ -133,6 +134,9 @@ def test_poison_commands_go_to_the_dlq_and_the_partition_keeps_moving(
     rejected = [r for r in events.by_key.get(poison_key.decode(), [])
                 if r.record_name == "ProvisioningRejected"]
     assert rejected and rejected[0].value["code"] == "invalid"
+    # Its workflow could not be read: the header says so, like the field.
+    assert rejected[0].headers["workflow-type"] == b"unknown" == rejected[0].value[
+        "workflowType"].encode()
     assert worker.alive()
     events.close()
 
@@ -195,3 +199,79 @@ class _StateReader:
                 return
         self.consumer.close()
         raise AssertionError(f"no tombstone for {key} within {timeout_s} s")
+
+
+def test_every_event_names_its_workflow_and_success_carries_what_the_steps_produced(
+    settings: Settings, topics: TopicLayout, worker: WorkerProcess, migrated: sa.Engine,
+) -> None:
+    entity_id = f"entity-{uuid.uuid4().hex[:10]}"
+    add_entity(migrated, entity_id, "Acme")
+    tenant_command = _tenant_command(entity_id)
+    tenant_request = tenant_command["requestId"]
+    events = TopicReader(settings, topics.events)
+    with CommandPublisher(settings) as publisher:
+        publisher.publish("ProvisionTenantRequest", tenant_command)
+    events.wait_for(lambda r: r.terminal(tenant_request), 60, "the tenant saga's end")
+    tenant_id = events.terminal(tenant_request)[0].value["resourceId"]
+    # OrderService: in the BUSINESS plan, not among the services a new tenant gets.
+    service_command = {
+        "requestId": str(uuid.uuid4()), "requestedBy": tenant_command["requestedBy"],
+        "replyTo": None, "requestedAt": int(time.time() * 1000), "tenantId": tenant_id,
+        "serviceName": "OrderService", "slaTier": "GOLD",
+    }
+    service_request = service_command["requestId"]
+    with CommandPublisher(settings) as publisher:
+        publisher.publish("ProvisionServiceRequest", service_command)
+    events.wait_for(lambda r: r.terminal(service_request), 60, "the service saga's end")
+    events.close()
+
+    tenant_trail, service_trail = events.by_key[tenant_request], events.by_key[service_request]
+    assert [r.record_name for r in tenant_trail] == TENANT_EVENTS
+    assert service_trail[-1].record_name == "ProvisioningSucceeded"
+    for trail, workflow in ((tenant_trail, b"tenant"), (service_trail, b"service")):
+        assert [r.headers.get("workflow-type") for r in trail] == [workflow] * len(trail)
+        assert {r.value["workflowType"].encode() for r in trail} == {workflow}
+
+    with migrated.connect() as conn:
+        billing_account = conn.execute(sa.text(
+            "SELECT id FROM billing_accounts WHERE tenant_id = :t"), {"t": tenant_id}).scalar_one()
+        admin = conn.execute(sa.text(
+            "SELECT u.id FROM users u JOIN memberships m ON m.user_id = u.id "
+            "WHERE m.tenant_id = :t AND m.role_name = 'tenant-admin' AND u.external_id = :who"),
+            {"t": tenant_id, "who": tenant_command["requestedBy"]}).scalar_one()
+        subscription = service_trail[-1].value["resourceId"]
+        limit = conn.execute(sa.text(
+            "SELECT requests_per_second, burst FROM rate_limits WHERE subscription_id = :s"),
+            {"s": subscription}).one()
+        instance = conn.execute(sa.text(
+            "SELECT id, namespace FROM service_instances WHERE subscription_id = :s"),
+            {"s": subscription}).one()
+    # The outputs of the built-in steps (README, Workflows): what a subscriber needs to know
+    # about what was provisioned, without calling back.
+    assert tenant_trail[-1].value["outputs"] == {
+        "tenantId": tenant_id, "billingAccountId": str(billing_account),
+        "activatedServices": "CoreService", "adminUserId": str(admin),
+    }
+    assert service_trail[-1].value["outputs"] == {
+        "subscriptionId": subscription, "serviceInstanceId": str(instance.id),
+        "serviceNamespace": instance.namespace, "rateLimitRps": str(limit.requests_per_second),
+        "rateLimitBurst": str(limit.burst),
+    }
+
+    # A subscriber of one workflow sees that workflow's events only.
+    for workflow, trail, other in (("tenant", tenant_trail, service_trail),
+                                   ("service", service_trail, tenant_trail)):
+        seen: list[Event] = []
+        with EventSubscriber(settings, f"sub-{uuid.uuid4().hex[:8]}", from_beginning=True,
+                             workflow_types={workflow}) as subscriber:
+            for name in EVENT_RECORDS:
+                subscriber.on(name, seen.append)
+            deadline = time.monotonic() + 30
+            while len(seen) < len(trail) or subscriber.counts.filtered < len(other):
+                assert time.monotonic() < deadline, f"{workflow}: {subscriber.counts}"
+                subscriber.poll_once(0.5)
+            subscriber.poll_once(0.5)  # nothing more comes
+        assert [(e.request_id, e.record_name) for e in seen] == [
+            (r.key, r.record_name) for r in trail]
+        assert subscriber.counts.filtered == len(other)
+        assert subscriber.counts.undecodable == subscriber.counts.skipped == 0

@@ -1,10 +1,11 @@
 """Resource workflow: allocate a DATABASE, STORAGE or COMPUTE resource for a tenant's subscribed
 service, within the quota of the subscription's SLA tier, then bill and monitor it.
 
-A DATABASE is real: a PostgreSQL schema in this cluster owned by a NOLOGIN role of its own
-(the service's role is made a member so it can create and later drop both). Application
-logins get access by being granted that role. Creating and dropping them is transactional
-DDL, so they commit or vanish together with the registry row and the idempotency record.
+A DATABASE is real: a PostgreSQL schema in this cluster owned by a NOLOGIN role of its own.
+Application logins get access by being granted that role. The service's login has no DDL
+right: it calls two SECURITY DEFINER functions of migration 0005, which create and drop only
+such schema-and-role pairs. They run in the step's transaction, so the schema and the role
+commit or vanish together with the registry row and the idempotency record.
 """
 
 from __future__ import annotations
@@ -212,29 +213,23 @@ def _unit(ctx: StepContext, resource: Resource) -> str:
 
 def database_names(tenant_id: uuid.UUID, resource_id: uuid.UUID, name: str) -> tuple[str, str]:
     """Schema and role of a DATABASE resource: plain lower-case identifiers that say whose and
-    which resource they are, within PostgreSQL's 63 bytes."""
+    which resource they are, within PostgreSQL's 63 bytes. Migration 0005's functions create
+    and drop names of exactly this form and no others."""
     label = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")[:20] or "db"
     schema = f"tenant_{tenant_id.hex[:12]}_{label}_{resource_id.hex[:8]}"
     return schema, f"{schema}_owner"
 
 
 def _create_database(ctx: StepContext, schema: str, role: str) -> None:
-    quote = ctx.session.get_bind().dialect.identifier_preparer.quote
-    for statement in (
-        f"CREATE ROLE {quote(role)} NOLOGIN",
-        # Membership lets this service create objects as the role and drop it later.
-        f"GRANT {quote(role)} TO CURRENT_USER",
-        f"CREATE SCHEMA {quote(schema)} AUTHORIZATION {quote(role)}",
-    ):
-        ctx.session.execute(sa.text(statement))
+    ctx.session.execute(sa.text("SELECT provisioning_create_tenant_database(:schema, :role)"),
+                        {"schema": schema, "role": role})
 
 
 def _drop_database(ctx: StepContext, schema: str | None, role: str | None) -> None:
-    quote = ctx.session.get_bind().dialect.identifier_preparer.quote
-    if schema:
-        ctx.session.execute(sa.text(f"DROP SCHEMA IF EXISTS {quote(schema)} CASCADE"))
-    if role:
-        ctx.session.execute(sa.text(f"DROP ROLE IF EXISTS {quote(role)}"))
+    if schema is None and role is None:  # STORAGE and COMPUTE: nothing in the cluster
+        return
+    ctx.session.execute(sa.text("SELECT provisioning_drop_tenant_database(:schema, :role)"),
+                        {"schema": schema, "role": role})
 
 
 STEPS: dict[tuple[str, Action], StepFunction] = {

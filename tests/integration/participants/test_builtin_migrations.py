@@ -33,7 +33,7 @@ ALL_MODELS = sa.MetaData(naming_convention=NAMING_CONVENTION)
 for _table in (*Base.metadata.tables.values(), *projection_metadata.tables.values()):
     _table.to_metadata(ALL_MODELS)
 OPERATOR_VIEWS = {"provisioning_recent_failures", "provisioning_durations",
-                  "provisioning_stuck_requests"}
+                  "provisioning_stuck_requests", "provisioning_needs_attention"}
 
 REFERENCE_TABLES = ("sla_tiers", "plans", "services", "plan_services", "sla_quotas", "roles",
                     "role_permissions")

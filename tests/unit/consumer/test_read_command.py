@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from consumer.commands import InvalidCommand, command_from_params, read_command, to_start_command
 from provisioning.errors import CodecError
 from provisioning.topics import ReplyTopicRule, TopicLayout
-from sagas import OperatorCancel, StartCommand
+from sagas import OperatorCancel, OperatorRecompensate, OperatorResolve, StartCommand, payload_hash
 from schemas import codec
 from schemas.examples import EXAMPLES
 
@@ -93,6 +93,41 @@ def test_an_operator_action_this_version_does_not_know_is_refused() -> None:
         read_command(request_id.encode(), value, LIMIT, RULE)
 
 
+def _operator_command(**fields: object) -> tuple[bytes, bytes]:
+    command = {**EXAMPLES["ProvisioningOperatorCommand"], **fields}
+    return (command["requestId"].encode(),
+            codec.encode("ProvisioningOperatorCommand", command))
+
+
+def test_recompensate_and_resolve_name_the_leftover_step() -> None:
+    request_id = EXAMPLES["ProvisioningOperatorCommand"]["requestId"]
+
+    again = read_command(*_operator_command(action="RECOMPENSATE", step="setup-billing",
+                                            reason=None), LIMIT, RULE)
+    resolved = read_command(*_operator_command(action="RESOLVE", step="create-tenant",
+                                               reason="tenant deleted by hand"), LIMIT, RULE)
+
+    assert again == OperatorRecompensate(request_id=request_id, operator="ops-ada",
+                                         step="setup-billing", reason=None)
+    assert resolved == OperatorResolve(request_id=request_id, operator="ops-ada",
+                                       step="create-tenant", reason="tenant deleted by hand")
+
+
+@pytest.mark.parametrize(("fields", "reason"), [
+    ({"action": "RECOMPENSATE", "step": None}, "step: RECOMPENSATE needs the leftover step"),
+    ({"action": "RESOLVE", "step": None, "reason": "done"}, "step: RESOLVE needs the leftover"),
+    ({"action": "RESOLVE", "step": "create-tenant", "reason": None},
+     "reason: RESOLVE needs a reason"),
+    ({"action": "RESOLVE", "step": "create-tenant", "reason": ""}, "reason: String should"),
+    ({"action": "RECOMPENSATE", "step": "Create Tenant"}, "step: String should match"),
+    ({"action": "RECOMPENSATE", "step": "x" * 101}, "step: String should have at most 100"),
+])
+def test_a_leftover_action_without_its_step_or_reason_is_refused(fields: dict,
+                                                                  reason: str) -> None:
+    with pytest.raises(InvalidCommand, match=reason):
+        read_command(*_operator_command(**fields), LIMIT, RULE)
+
+
 @pytest.mark.parametrize("name", COMMANDS)
 @pytest.mark.parametrize("empty_spec", [True, False])
 def test_a_command_rebuilt_from_its_saga_params_encodes_and_hashes_the_same(
@@ -106,7 +141,12 @@ def test_a_command_rebuilt_from_its_saga_params_encodes_and_hashes_the_same(
 
     record_name, rebuilt = command_from_params(
         start.workflow_type, start.request_id, start.params, reply_to=start.reply_to,
-        requested_at=value["requestedAt"])
+        requested_at=value["requestedAt"], known_run=start.known_run,
+        known_sequence=start.known_sequence)
 
     assert record_name == name
     assert to_start_command(name, codec.decode(codec.encode(name, rebuilt)).value) == start
+    # Known runs travel beside the request, outside what identifies it.
+    assert payload_hash(start.workflow_type, start.params) == payload_hash(
+        start.workflow_type, to_start_command(name, {**value, "knownRun": 9,
+                                                     "knownSequence": 99}).params)

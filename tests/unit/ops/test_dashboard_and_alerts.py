@@ -17,9 +17,10 @@ PANELS = {"Request rate per workflow type", "Success rate",
           "Duration p50 / p95 / p99 per workflow type", "Top failures by failed step",
           "Retry rate per step", "Active workflows", "Stuck workflows",
           "Consumer lag per group", "DLQ messages", "Transaction commit latency p99",
-          "Step duration p95 per step"}
+          "Step duration p95 per step", "Success rate per workflow type",
+          "Top failure reasons by code", "Compensations given up (leftovers)"}
 ALERTS = {"ProvisioningSuccessRateLow", "ProvisioningStuckWorkflows", "ProvisioningDLQGrowing",
-          "ProvisioningConsumerLagHigh"}
+          "ProvisioningConsumerLagHigh", "ProvisioningCompensationGivenUp"}
 
 
 def dashboard() -> dict:
@@ -50,7 +51,7 @@ def test_every_expression_uses_exported_series_and_no_tenant_label() -> None:
         assert "tenant" not in expression
 
 
-def test_the_four_alerts_are_complete() -> None:
+def test_the_alerts_are_complete() -> None:
     by_name = {r["alert"]: r for r in rules()}
     assert set(by_name) == ALERTS
     for name, rule in by_name.items():
@@ -58,3 +59,33 @@ def test_the_four_alerts_are_complete() -> None:
         assert rule["annotations"]["summary"] and rule["annotations"]["runbook"], name
     assert by_name["ProvisioningSuccessRateLow"]["for"] == "10m"
     assert "0.999" in by_name["ProvisioningSuccessRateLow"]["expr"]
+
+
+def _expressions(title: str) -> list[str]:
+    return [t["expr"] for p in dashboard()["panels"] if p["title"] == title
+            for t in p["targets"]]
+
+
+def test_success_rates_count_only_system_failures() -> None:
+    """failed / (succeeded + failed): a business refusal is neither (issue 16)."""
+    rule = next(r for r in rules() if r["alert"] == "ProvisioningSuccessRateLow")
+    expressions = [rule["expr"], *_expressions("Success rate"),
+                   *_expressions("Success rate per workflow type")]
+    for expression in expressions:
+        assert set(SERIES.findall(expression)) == {"provisioning_outcomes_total"}, expression
+        assert 'outcome=~"succeeded|failed"' in expression, expression
+        assert "refused" not in expression, expression
+    assert 'outcome="failed"' in rule["expr"]
+    assert "sum by (workflow_type)" in _expressions("Success rate per workflow type")[0]
+
+
+def test_leftovers_and_failure_codes_are_on_the_dashboard_and_alerted() -> None:
+    [codes] = _expressions("Top failure reasons by code")
+    assert codes.startswith("topk(") and "provisioning_failures_total" in codes
+    assert "code" in codes
+    [leftovers] = _expressions("Compensations given up (leftovers)")
+    assert "provisioning_compensation_failures_total" in leftovers
+    rule = next(r for r in rules() if r["alert"] == "ProvisioningCompensationGivenUp")
+    assert "provisioning_compensation_failures_total" in rule["expr"]
+    assert "recompensate" in rule["annotations"]["runbook"]
+    assert "resolve" in rule["annotations"]["runbook"]

@@ -96,6 +96,7 @@ class Answer:
     reason: str | None = None
     after_ms: int = 10
     deliveries: int = 1  # more than 1: the same answer is delivered again (at-least-once)
+    retry_after_ms: int | None = None  # a transient failure's Retry-After
 
 
 def ok(**output: str) -> Answer:
@@ -255,7 +256,7 @@ def consequences(
         result = StepResult(
             request_id=effect.request_id, run=effect.run, step=effect.step,
             attempt=effect.attempt, outcome=reply.outcome, output=reply.output,
-            reason=reply.reason,
+            reason=reply.reason, retry_after_ms=reply.retry_after_ms,
         )
     return [(now + reply.after_ms + i, result) for i in range(reply.deliveries)]
 

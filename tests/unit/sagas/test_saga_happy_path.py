@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from saga_driver import PARAMS, RESOURCE_IDS, T0, command, drive
+from saga_driver import PARAMS, RESOURCE_IDS, T0, Script, command, drive, ok
 
 from sagas import (
     DEFAULT_REGISTRY,
@@ -31,6 +31,9 @@ STEPS = {
                  "configure-monitoring"],
 }
 WORKFLOWS = list(STEPS)
+# What the scripted participants output by default: the identifying step's id, nothing else.
+ID_OUTPUTS = {"tenant": {"tenantId": "tenant-7f3a91"}, "service": {"subscriptionId": "sub-1"},
+              "user": {"userId": "user-1"}, "resource": {"resourceId": "res-1"}}
 
 
 @pytest.mark.parametrize("workflow_type", WORKFLOWS)
@@ -57,13 +60,29 @@ def test_happy_path_ends_completed_with_the_resource_id(workflow_type: str) -> N
     assert trace.events[-1] == ProvisioningSucceeded(
         request_id="req-1", sequence=12, run=1, workflow_type=workflow_type,
         tenant_id=state.tenant_id, occurred_at=state.finished_at,
-        resource_id=RESOURCE_IDS[workflow_type],
+        resource_id=RESOURCE_IDS[workflow_type], outputs=ID_OUTPUTS[workflow_type],
     )
     assert state.completed_steps == tuple(STEPS[workflow_type])
     assert state.compensated_steps == ()
     assert state.current_step is None and state.next_retry_at is None
     assert state.finished_at is not None and state.finished_at > state.started_at == T0
     assert replay(trace.events) == state
+
+
+def test_success_carries_the_outputs_of_every_step_of_the_run() -> None:
+    # A subscriber learns what was provisioned from ProvisioningSucceeded alone.
+    script = Script({
+        "create-tenant": ok(tenantId="t-9"),
+        "setup-billing": ok(billingAccountId="b-1"),
+        "activate-services": ok(activatedServices="CoreService"),
+        "create-admin-role": ok(adminUserId="u-7", tenantId="t-9"),
+    })
+
+    succeeded = drive(command("tenant"), script).events[-1]
+
+    assert isinstance(succeeded, ProvisioningSucceeded)
+    assert succeeded.outputs == {"tenantId": "t-9", "billingAccountId": "b-1",
+                                 "activatedServices": "CoreService", "adminUserId": "u-7"}
 
 
 @pytest.mark.parametrize("workflow_type", WORKFLOWS)

@@ -225,3 +225,29 @@ def test_a_duplicate_during_a_retry_wait_does_not_start_an_attempt() -> None:
     assert again is waiting
     assert not any(isinstance(e, ExecuteStep) for e in effects)
     assert ProvisioningStepStarted not in {type(getattr(e, "event", None)) for e in effects}
+
+
+# --- after the idempotency window: a saga the worker forgot -----------------------------------
+
+
+def test_a_forgotten_request_sent_again_with_what_the_sender_knows_continues_after_it() -> None:
+    """The API resends a FAILED request whose saga the worker forgot (tombstoned after its
+    window) with the last run and sequence it knows from the projection: run 3 and events from
+    28 on, so no idempotency key or audit sequence of runs 1 and 2 is used again."""
+    resend = dataclasses.replace(command("tenant"), known_run=2, known_sequence=27)
+    trace = drive(resend, Script())
+
+    requested = trace.events[0]
+    assert (type(requested).__name__, requested.run, requested.sequence) == (
+        "ProvisioningRequested", 3, 28)
+    assert [e.sequence for e in trace.events] == list(range(28, 28 + len(trace.events)))
+    assert {e.idempotency_key.split(":")[1] for e in trace.of(ExecuteStep)} == {"3"}
+    assert trace.saga.status is Status.COMPLETED and trace.saga.run == 3
+
+
+def test_what_the_sender_knows_is_ignored_while_the_worker_holds_the_saga() -> None:
+    failed = drive(command("tenant"), Script({"setup-billing": permanent()})).saga
+    resend = dataclasses.replace(command("tenant"), known_run=7, known_sequence=70)
+    trace = drive(resend, Script(), state=failed, at=failed.updated_at + 1)
+
+    assert (trace.events[0].run, trace.events[0].sequence) == (2, failed.sequence + 1)

@@ -12,9 +12,8 @@ from fastavro import schemaless_writer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provisioning.errors import CodecError
 from schemas import codec
-from schemas.errors import InvalidDatum, UnexpectedRecord, UnknownSchema
+from schemas.errors import CodecError, InvalidDatum, UnexpectedRecord, UnknownSchema
 from schemas.examples import EXAMPLES, example
 
 CONTRACT = frozenset(
@@ -149,6 +148,21 @@ def test_traceparent_header_when_given() -> None:
 
     assert headers[2] == ("traceparent", traceparent.encode())
     assert len(codec.headers_for("ProvisioningSucceeded")) == 2
+
+
+def test_workflow_type_header_when_given() -> None:
+    # schemas/README.md, Headers: every event carries `workflow-type`, its workflowType field.
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+    headers = codec.headers_for("ProvisioningSucceeded", traceparent, workflow_type="tenant")
+
+    assert headers == [
+        ("event-type", b"ProvisioningSucceeded"),
+        ("content-type", b"application/vnd.apache.avro+single-object"),
+        ("workflow-type", b"tenant"),
+        ("traceparent", traceparent.encode()),
+    ]
+    assert codec.WORKFLOW_TYPE_HEADER == "workflow-type"
 
 
 _DELETE = object()

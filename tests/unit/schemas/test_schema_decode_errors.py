@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provisioning.errors import CodecError
 from schemas import codec
-from schemas.errors import MalformedRecord, TruncatedRecord, UnknownFingerprint
+from schemas.errors import CodecError, MalformedRecord, TruncatedRecord, UnknownFingerprint
 from schemas.examples import EXAMPLES
 
 RECORDS = sorted(codec.record_names())
