@@ -73,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--commit-interval-ms", type=int, default=100)
     worker.add_argument("--max-in-flight", type=int, default=10_000)
     worker.add_argument("--step-concurrency", type=int, default=32)
-    worker.add_argument("--idempotency-window-s", type=int, default=7 * 24 * 3600)
+    worker.add_argument("--idempotency-window-s", type=int,
+                        help="default: PROVISIONING_IDEMPOTENCY_WINDOW_S (7 days)")
     worker.add_argument("--static-membership", action="store_true",
                         help="keep partitions across a restart under the same --instance-id")
     worker.add_argument("--stall-after-s", type=float, default=60.0,
@@ -200,7 +201,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         commit_interval_ms=args.commit_interval_ms,
         max_in_flight=args.max_in_flight,
         step_concurrency=args.step_concurrency,
-        idempotency_window_ms=args.idempotency_window_s * 1000,
+        idempotency_window_ms=(args.idempotency_window_s
+                               or settings.idempotency_window_s) * 1000,
         static_membership=args.static_membership,
         stall_after_s=args.stall_after_s,
     )

@@ -26,15 +26,14 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from consumer.commands import InvalidCommand, to_start_command, unflatten
+from consumer.commands import InvalidCommand, read_command, unflatten
 from consumer.kafka_clients import watermarks
 from producers.commands import COMMAND_RECORDS, command_producer_config
 from provisioning.errors import CodecError, ProvisioningError, TransientError
 from provisioning.settings import Settings
-from provisioning.topics import TopicLayout
+from provisioning.topics import ReplyTopicRule, TopicLayout
 from schemas import codec
 
-OPERATOR_RECORD = "ProvisioningOperatorCommand"
 # Reads are interactive (CLI, API): a DLQ partition without a leader yet (a topic created a
 # moment ago) is waited for briefly, not for the worker's full minute.
 LEADER_WAIT_S = 10.0
@@ -129,16 +128,8 @@ def redrive(settings: Settings, letter: DeadLetter, *, changes: Mapping[str, str
     if letter.command is None or letter.record_name is None:
         raise NotRedriven(f"{letter.ref}: the bytes are not a command this service can decode "
                           "(they cannot be fixed here; the producer must send it again)")
-    command = _apply(letter.record_name, letter.command, changes or {})
-    if letter.record_name != OPERATOR_RECORD:
-        try:
-            to_start_command(letter.record_name, command)
-        except InvalidCommand as exc:
-            raise NotRedriven(f"{letter.ref} is still not valid: {exc}") from None
-    try:
-        value = codec.encode(letter.record_name, command)
-    except CodecError as exc:
-        raise NotRedriven(f"{letter.ref} does not fit its schema: {exc}") from None
+    command = apply_changes(letter.record_name, letter.command, changes or {})
+    value = checked_value(settings, letter.ref, letter.record_name, command)
     request_id = str(command["requestId"])
     topic = TopicLayout(settings.topic_prefix)
     headers = codec.headers_for(letter.record_name) + [
@@ -155,8 +146,26 @@ def redrive(settings: Settings, letter: DeadLetter, *, changes: Mapping[str, str
     return request_id
 
 
-def _apply(record_name: str, command: dict[str, Any], changes: Mapping[str, str]
-           ) -> dict[str, Any]:
+def checked_value(settings: Settings, ref: str, record_name: str,
+                  command: Mapping[str, Any]) -> bytes:
+    """The command's bytes, if the worker would take them: the worker's own check of a
+    commands record (`read_command`: schema, fields, key, reply topic, size) decides, so a
+    redriven command is held to exactly what the worker holds every command to."""
+    try:
+        value = codec.encode(record_name, command)
+    except CodecError as exc:
+        raise NotRedriven(f"{ref} does not fit its schema: {exc}") from None
+    rule = ReplyTopicRule(TopicLayout(settings.topic_prefix), settings.reply_topic_pattern)
+    try:
+        read_command(str(command["requestId"]).encode(), value, settings.max_command_bytes, rule)
+    except (InvalidCommand, CodecError) as exc:
+        raise NotRedriven(f"{ref} is still not valid: {exc}") from None
+    return value
+
+
+def apply_changes(record_name: str, command: Mapping[str, Any], changes: Mapping[str, str]
+                  ) -> dict[str, Any]:
+    """`command` with an operator's fixes (dotted names for nested fields) applied."""
     fields = {f["name"] for f in codec.schema(record_name).plain["fields"]}
     fixed = copy.deepcopy(command)
     for name, nested in unflatten(dict(changes)).items():

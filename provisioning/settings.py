@@ -61,6 +61,13 @@ class Settings(BaseSettings):
         "to the DLQ (a tenant command with its billing details is under 2 KB). `topics create` "
         "sets the commands topic's max.message.bytes from it.",
     )
+    idempotency_window_s: int = Field(
+        7 * 24 * 3600, ge=1, le=365 * 24 * 3600,
+        description="How long the worker keeps a finished saga after its end: a resend within "
+        "it is answered from the saga (the seed's idempotency); after it the worker forgets "
+        "it. The API still answers from the projection, and the participants' idempotency keys "
+        "keep a resend from provisioning twice.",
+    )
     reply_topic_pattern: str | None = Field(
         None, description="Regular expression a command's replyTo must match in full (unset: any "
         "topic). The service's own topics and internal topics (__*) are refused whatever it says.",

@@ -29,9 +29,12 @@ The life of a saga (one per requestId):
    is COMPENSATING for it, then FAILED again without a second terminal event), and
    `OperatorResolve` records that it was cleaned by hand. Both apply to a FAILED saga and a
    step that is a leftover; anything else is ignored.
-   The failed step itself is not compensated: it never completed. (An attempt abandoned by a
-   timeout, the deadline or a cancel may still take effect at its participant; that is why
-   every call carries `deadline_at`, after which the participant should give up.)
+   The failed step itself is compensated first when its participant may have acted: an
+   attempt whose answer never came (a timeout, a lost reply, the deadline, a cancel while it
+   ran), an earlier attempt that failed so, or a success that could not be recorded
+   (`StepResult.acted`). Only a participant's refusal of the first attempt is sure to have
+   left nothing. Every call also carries `deadline_at`, after which the participant should
+   give up.
 6. The same command again (same payload hash) runs nothing while the saga runs (reply
    Started) or after it completed (reply Completed, same resource id); after it FAILED it
    starts the next run, unless leftovers remain: then it is rejected (code "uncompensated")

@@ -7,10 +7,13 @@ finished sagas after a 3 s idempotency window, so the tests can also look past i
 
 from __future__ import annotations
 
+import json
 import re
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -38,6 +41,7 @@ from test_worker_workflows import _submit
 
 from consumer.participants.builtin.registry import add_entity
 from producers.client import ProvisioningClient
+from producers.commands import CommandPublisher
 from provisioning.devservices.signing_key import DevSigningKey
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout
@@ -336,3 +340,105 @@ def test_the_success_rate_alert_counts_refusals_as_neither_success_nor_failure()
         outcome = dict((k, (op, v)) for k, op, v in
                        re.findall(r'(\w+)\s*(=~|!=|=)\s*"([^"]*)"', matchers))["outcome"]
         assert not _admits(outcome, "refused") and not _admits(outcome, "cancelled"), matchers
+
+
+# --- each run carries its own tenant --------------------------------------------------------------
+
+
+def test_a_tenant_run_retried_by_an_operator_over_kafka_carries_its_own_tenant(
+    stack_settings: Settings, kafka_admin: AdminClient, migrated: sa.Engine,  # noqa: F811
+    tmp_path: Path, signing_key: DevSigningKey, token: Token,  # noqa: F811
+) -> None:
+    """Run 1 creates tenant T1 and fails at setup-billing: T1 is compensated (deleted). An
+    operator's RETRY (a command on Kafka) starts run 2, which creates T2. Everything that
+    names the request's tenant — the state, run 2's events, the projection, the API — names T2,
+    never the compensated T1."""
+    settings = stack_settings.model_copy(
+        update={"topic_prefix": f"{stack_settings.topic_prefix}.runs{uuid.uuid4().hex[:6]}"})
+    billing = _FailsInRunOne().start()
+    routing = f'[steps."tenant.setup-billing"]\nadapter = "{billing.url}"\n'
+    with running_stack(settings, kafka_admin, tmp_path, signing_key,
+                       routing=routing) as (url, _), httpx.Client(base_url=url,
+                                                                  timeout=40) as api:
+        entity = f"runs-{uuid.uuid4().hex[:8]}"
+        add_entity(migrated, entity, entity)
+        first = api.post(f"{PREFIX}/tenant?wait=30", json=tenant_body(entity),
+                         headers=auth(token())).json()
+        assert (first["status"], first["failedStep"]) == ("FAILED", "setup-billing"), first
+        request_id = first["requestId"]
+        with CommandPublisher(settings) as publisher:
+            publisher.publish("ProvisioningOperatorCommand", {
+                "requestId": request_id, "operator": "olga", "action": "RETRY",
+                "reason": "billing is back", "requestedAt": int(time.time() * 1000),
+                "step": None})
+        wait_until(lambda: api.get(f"{PREFIX}/{request_id}/status", headers=auth(
+            token(), "platform")).json()["status"] == "COMPLETED", 60, "run 2's end")
+        status = api.get(f"{PREFIX}/{request_id}/status", headers=auth(token(), "platform"))
+        trail = api.get(f"{PREFIX}/{request_id}/events",
+                        headers=auth(token(), "platform")).json()["events"]
+    billing.stop()
+
+    created = {e["run"]: e["details"]["output"]["tenantId"] for e in trail
+               if e["type"] == "ProvisioningStepCompleted" and e["step"] == "create-tenant"}
+    first_tenant, second_tenant = created[1], created[2]
+    assert first_tenant != second_tenant
+    assert (status.json()["run"], status.json()["tenantId"]) == (2, second_tenant)
+    assert status.json()["resourceId"] == second_tenant
+    state = _latest_state(settings, request_id)
+    assert (state["tenantId"], state["run"]) == (second_tenant, 2)
+    events = TopicReader(settings, TopicLayout(settings.topic_prefix).events)
+    events.poll(2)
+    run_two = [r for r in events.by_key[request_id] if r.value["run"] == 2]
+    events.close()
+    created_at = next(i for i, r in enumerate(run_two) if r.value.get("step") == "create-tenant"
+                      and r.record_name == "ProvisioningStepCompleted")
+    assert {r.value["tenantId"] for r in run_two[:created_at]} == {None}, "no tenant yet"
+    assert {r.value["tenantId"] for r in run_two[created_at:]} == {second_tenant}
+    with migrated.connect() as conn:
+        live = set(conn.execute(sa.text(
+            "SELECT t.id::text FROM tenants t JOIN entities e ON e.id = t.entity_id "
+            "WHERE e.external_id = :e"), {"e": entity}).scalars())
+    assert live == {second_tenant}
+
+
+def _latest_state(settings: Settings, request_id: str) -> dict:
+    topic = TopicLayout(settings.topic_prefix).state
+    consumer = Consumer({**settings.kafka_config(), "group.id": f"st-{uuid.uuid4().hex[:6]}",
+                         "isolation.level": "read_committed", "enable.auto.commit": False})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(settings.topic_partitions)])
+    latest: dict = {}
+    for _ in range(6):
+        for message in consumer.consume(1000, timeout=0.3):
+            if not message.error() and message.key() == request_id.encode() and message.value():
+                latest = codec.decode(message.value()).value
+    consumer.close()
+    return latest
+
+
+class _FailsInRunOne:
+    """`setup-billing` over HTTP: refuses run 1 for good (422), does it in any later run."""
+
+    def start(self) -> _FailsInRunOne:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the http.server API
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                refused = body["run"] == 1 and body["action"] == "EXECUTE"
+                answer = ({"detail": "billing is down for maintenance"} if refused else
+                          {"output": {"billingAccountId": f"b-{body['run']}"}})
+                payload = json.dumps(answer).encode()
+                self.send_response(422 if refused else 200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/billing"
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -10,12 +10,14 @@ from saga_driver import T0, Script, command, consequences, drive, permanent, sil
 from sagas import (
     CompensateStep,
     ExecuteStep,
+    OperatorResume,
     ProvisioningRejected,
     ProvisioningStepStarted,
     ReplayError,
     SetTimer,
     Status,
     TimerKind,
+    decide,
     replay,
     resume,
 )
@@ -170,3 +172,22 @@ def _first_state_where(predicate):
 
 def _events(turn):
     return [e.event for e in turn.effects if hasattr(e, "event")]
+
+
+def test_resume_during_compensation_never_runs_a_step_forward_again() -> None:
+    """Restored while undoing (after a restart) or resumed by an operator: the saga goes on
+    with the compensation it waits on, a fresh attempt under the same key; the step it is
+    undoing, or any other, is never executed again."""
+    state, _ = _first_state_where(lambda s: s.status is Status.COMPENSATING
+                                  and s.attempt_in_flight)
+    restored = resume(state, state.updated_at + 1)
+    after, effects = decide(state, OperatorResume(request_id=state.request_id,
+                                                  operator="olga", reason="stuck"),
+                            state.updated_at + 1)
+
+    for found in (restored, effects):
+        assert not [e for e in found if isinstance(e, ExecuteStep)]
+    [undo] = [e for e in effects if isinstance(e, CompensateStep)]
+    assert (undo.step, undo.attempt) == (state.current_step, state.current_attempt + 1)
+    assert undo.idempotency_key == f"{state.request_id}:{state.run}:{state.current_step}"
+    assert after is not None and after.status is Status.COMPENSATING
