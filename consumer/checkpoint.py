@@ -10,21 +10,39 @@ What happens, in order, and why:
    the topic is compacted and restore reads only the latest, so intermediate snapshots would
    be written for nothing (a saga often moves several steps within one transaction). None of
    it is visible to read_committed readers yet.
-2. The side effects a transition asks for — starting a step or a compensation, arming a timer —
-   are *held* in the checkpoint, not started.
+2. The side effects a transition asks for are started at once or *held*, by who does them:
+   - a step of an *in-process* participant (the built-in registry: idempotent by its key) and
+     every timer start at once, before the state that asked for them commits (eager);
+   - a step of an HTTP participant is held in the checkpoint until the commit (a Kafka
+     participant's StepRequest is a record of the transaction itself, step 1).
+   A saga whose steps are in-process thus runs several steps within one transaction, and its
+   records of all of them commit together: measured on the no-op bench, a five-step saga
+   went from six commits to one or two.
 3. `commit()`: `send_offsets_to_transaction` with the next offsets of every command and
    step-reply partition consumed since the last commit, together with the consumer group
    metadata (so a fenced zombie cannot commit), then `commit_transaction`, which flushes the
    produced records and commits records and offsets atomically. Inputs and outputs of a batch
    therefore land together or not at all: exactly once between Kafka inputs and outputs.
-4. Only after the commit succeeded are the held side effects released to the step runner and
-   the timer queue. A step thus only ever runs for a state that is durable; if the process dies
-   before it finishes, the restored saga runs it again with the same idempotency key.
+4. After the commit succeeded, the held side effects are released to the step runner.
+
+What a crash (or an aborted transaction) may repeat, and what it can never lose:
+- Never lost: a command, a step reply or a timer's effect is consumed only together with the
+  events and state it caused (step 3); after a crash the saga continues from its last
+  committed state, its command or reply read again.
+- May run twice: an eager in-process step whose state had not committed yet. The restored
+  saga issues that step again under the same idempotency key `<requestId>:<run>:<step>`, and
+  the participant answers a repeated key with its first result (the built-in one records it
+  in the same database transaction as its work), so nothing is done twice. The eager step's
+  own result, if it arrives after the rewind, is discarded (its partition's generation has
+  moved on; `consumer/steps.py`).
+- Never started before its state commits: a step of an HTTP or Kafka participant, whose
+  idempotency the service cannot vouch for beyond the key it sends.
 5. `begin()` opens the next transaction.
 
 If producing or committing fails with an abortable error, `abort()` discards the transaction
 and the held effects; the worker then rewinds to the last committed state (restores its
-partitions again and seeks to the committed offsets) so nothing is lost or doubled.
+partitions again, drops their timers and late results, and seeks to the committed offsets) so
+nothing is lost or doubled.
 """
 
 from __future__ import annotations
@@ -97,15 +115,17 @@ class Checkpoint:
         is called again (librdkafka's rule: a later begin would find it still in progress)."""
         self.held.clear()
         self.offsets.clear()
-        for _ in range(tries if self.open else 0):
-            try:
-                self.producer.abort_transaction(self.timeout_s)
-                break
-            except KafkaException as exc:
-                _raise_if_fatal(exc)
-                if not exc.args[0].retriable():
+        try:
+            for _ in range(tries if self.open else 0):
+                try:
+                    self.producer.abort_transaction(self.timeout_s)
                     break
-        self.open = False
+                except KafkaException as exc:
+                    _raise_if_fatal(exc)
+                    if not exc.args[0].retriable():
+                        break
+        finally:
+            self.open = False
 
     def _guard(self, operation: Any, *args: Any, tries: int = 3) -> Any:
         for attempt in range(1, tries + 1):

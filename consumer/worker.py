@@ -117,6 +117,9 @@ class WorkerOptions:
     max_record_bytes: int = 900_000
     # An assigned partition with unread records and no progress for this long, while flow
     # control is not holding it back, is stalled: readiness false, a warning, a metric.
+    # Steps of in-process participants start as soon as they are decided, not after the
+    # commit of the state that asked for them: a saga's steps then share transactions.
+    eager_local_steps: bool = True
     stall_after_s: float = 60.0
     watchdog_interval_s: float = 5.0
     # A turn of the poll loop longer than this means a call that never returns (the longest
@@ -145,7 +148,8 @@ class _Staged:
     after: SagaState | None
     records: list[tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=list)
     snapshot: tuple[str, dict[str, Any]] | None = None
-    held: list[Any] = dataclasses.field(default_factory=list)
+    held: list[Any] = dataclasses.field(default_factory=list)  # after the commit
+    eager: list[Any] = dataclasses.field(default_factory=list)  # at once (checkpoint.py)
     events: list[Any] = dataclasses.field(default_factory=list)
 
 
@@ -177,6 +181,7 @@ class Worker:
             ReplyTopicRule(self.topics, settings.reply_topic_pattern), self._admin)
         self._rewind_pending = False
         self._started = False
+        self._fenced_at: list[float] = []
         # State records of this transaction, the last per saga (see checkpoint step 1).
         self._snapshots: dict[tuple[int, str], dict[str, Any]] = {}
         self.observer = SagaObserver(self.routing.registry)
@@ -248,8 +253,9 @@ class Worker:
             messages = self._next_batch(self._poll_timeout())
             for message in messages:
                 self._handle_message(message)
-            finished = self.steps.finished()
-            for step in finished:
+            # Bounded per turn, like the records polled: a turn, and so the transaction it
+            # commits, must stay far from transaction.timeout.ms even on a starved CPU.
+            for step in self.steps.finished(limit=self.options.poll_batch):
                 self._handle_finished(step)
             self._fire_timers()
             caught_up = len(messages) < self.options.poll_batch
@@ -259,9 +265,8 @@ class Worker:
         except TransactionAborted as exc:
             log.warning("transaction aborted, rewinding", extra={"reason": str(exc)})
             self._rewind_or_wait()
-        except ProducerFenced:
-            log.error("producer fenced: another worker owns this transactional id; stopping")
-            self._stopping = True
+        except ProducerFenced as exc:
+            self._on_fenced(exc)
 
     def _next_batch(self, timeout_s: float) -> list[Message]:
         """Up to `poll_batch` records, returning as soon as one is there: consume() alone
@@ -445,9 +450,17 @@ class Worker:
                 # In this transaction: the participant sees the request only if the state
                 # that asked for it commits, and its reply comes back on step-replies.
                 staged.records.append(self._step_request_record(effect, trace_parent))
-            elif isinstance(effect, ExecuteStep | CompensateStep | SetTimer):
+            elif isinstance(effect, SetTimer) or self._eager(effect):
+                staged.eager.append(effect)
+            elif isinstance(effect, ExecuteStep | CompensateStep):
                 staged.held.append(effect)
         return staged
+
+    def _eager(self, effect: ExecuteStep | CompensateStep) -> bool:
+        """May this step start before the state that asked for it commits? Only in-process
+        participants, idempotent by their key (the rule and what it costs: checkpoint.py)."""
+        return (self.options.eager_local_steps
+                and self.routing.route_for(effect.workflow_type, effect.step).kind == "builtin")
 
     def _perform(self, partition: int, request_id: str, staged: _Staged) -> None:
         for topic, record in staged.records:
@@ -457,6 +470,8 @@ class Worker:
             self.store.put(partition, staged.after)
         for effect in staged.held:
             self.checkpoint.hold(partition, effect)
+        for effect in staged.eager:
+            self._release(partition, effect)
         self.checkpoint.transitions += 1
         try:
             self.observer.transition(staged.events, staged.after)
@@ -693,6 +708,22 @@ class Worker:
             for effect in resume(state, now, registry=self.routing.registry):
                 self._release(partition, effect)
 
+    def _on_fenced(self, exc: ProducerFenced) -> None:
+        """The broker fenced our producer: it aborted a transaction that outlived
+        transaction.timeout.ms (a turn starved of CPU), or another process runs under our
+        instance id. The first is ours to recover from (a new producer, from the last commit);
+        fenced three times within five minutes, it is the second: this process stops."""
+        now = time.monotonic()
+        self._fenced_at = [t for t in self._fenced_at if now - t < 300] + [now]
+        if len(self._fenced_at) >= 3:
+            log.error("producer fenced again: another process uses this instance id; stopping",
+                      extra={"reason": str(exc), "instance": self.options.instance_id})
+            self._stopping = True
+            return
+        log.error("producer fenced; starting over from the last commit with a new producer",
+                  extra={"reason": str(exc)})
+        self._rewind_or_wait()
+
     def _rewind_or_wait(self) -> None:
         """Rewind; if the broker cannot be read right now (it is restarting), wait a moment
         and try again on the next turn instead of giving up the process."""
@@ -707,7 +738,8 @@ class Worker:
     def _rewind(self) -> None:
         """After an aborted transaction: back to the last committed state and offsets, with a
         fresh transactional producer."""
-        self.checkpoint.abort()
+        with contextlib.suppress(ProducerFenced):  # a fenced producer is replaced just below
+            self.checkpoint.abort()
         self._renew_producer()
         owned = self.store.partitions()
         self._forget(set(owned))

@@ -70,7 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="run sagas: consume commands, produce events")
     worker.add_argument("--group", default="provisioning-worker", help="consumer group id")
     worker.add_argument("--instance-id", help="stable id of this process (default: host name)")
-    worker.add_argument("--commit-interval-ms", type=int, default=100)
+    worker.add_argument("--commit-interval-ms", type=int, default=100,
+                        help="the longest a transaction stays open")
+    worker.add_argument("--min-commit-interval-ms", type=int, default=5,
+                        help="the shortest, when the worker has caught up with its input")
     worker.add_argument("--max-in-flight", type=int, default=10_000)
     worker.add_argument("--step-concurrency", type=int, default=32)
     worker.add_argument("--idempotency-window-s", type=int,
@@ -199,6 +202,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         group_id=args.group,
         instance_id=args.instance_id or defaults.instance_id,
         commit_interval_ms=args.commit_interval_ms,
+        min_commit_interval_ms=args.min_commit_interval_ms,
         max_in_flight=args.max_in_flight,
         step_concurrency=args.step_concurrency,
         idempotency_window_ms=(args.idempotency_window_s
