@@ -42,6 +42,9 @@ from test_projector import latest_states, snapshot  # noqa: E402
 from test_worker import _tenant_command  # noqa: E402
 
 FAULTS = ("kill", "add", "broker", "postgres")
+# How long the hostile neighbour's last sagas may take to end once it stopped sending: the
+# compensation of an unrecordable success retries for up to about 70 s (chaos_worker.py).
+HOSTILE_END_S = 180
 
 
 @dataclass
@@ -159,7 +162,8 @@ def run_chaos(settings: Settings, engine: sa.Engine, log_dir: Path, sagas: int,
                 report.notes[-1] += (f" at {done:.0%} of the sagas ended, {waiting} commands "
                                      "held back in Kafka")
         neighbour.stop()
-        _await_hostile(report, events, neighbour, deadline)
+        # Its last sagas may still be compensating (patient retries): their own budget.
+        _await_hostile(report, events, neighbour, time.monotonic() + HOSTILE_END_S)
         _settle(events)
         report.worker_exits = len(pool.exited())
         report.notes += [f"{i} exited by itself" for i in pool.exited()]

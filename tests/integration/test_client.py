@@ -103,7 +103,8 @@ def test_submit_publishes_decodable_commands_on_the_java_partition(
     user = next(codec.decode(m.value()) for m in messages if m.key().decode() == given_id)
     assert user.record_name == "ProvisionUserRequest"
     assert user.value == {**USER_PARAMS, "requestId": given_id, "requestedBy": "svc-crm",
-                          "replyTo": "crm.replies", "requestedAt": user.value["requestedAt"]}
+                          "replyTo": "crm.replies", "requestedAt": user.value["requestedAt"],
+                          "knownRun": None, "knownSequence": None}
     headers = dict(next(m for m in messages if m.key().decode() == given_id).headers())
     assert headers["event-type"] == b"ProvisionUserRequest"
     assert headers["traceparent"] == TRACEPARENT.encode()

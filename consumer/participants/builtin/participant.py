@@ -1,14 +1,18 @@
 """The built-in participant: each step call is one transaction on the registry.
 
 In that transaction the call
-1. waits for the advisory lock on its idempotency key (a concurrent duplicate waits here, then
-   finds the first one's record: two calls with one key never both act),
-2. returns the recorded outcome when the key (for this action) was handled before,
-3. otherwise runs the step function inside a savepoint and records the outcome in
-   `step_executions`, so the work and its record commit together or not at all.
+1. limits its statements to the caller's deadline and waits for the advisory lock on its
+   idempotency key, in one statement (a concurrent duplicate waits here, then finds the first
+   one's record: two calls with one key never both act),
+2. reads the records of the key (both actions, in one statement) and returns the recorded
+   outcome when the key (for this action) was handled before,
+3. otherwise runs the step function and records the outcome in `step_executions`, so the work
+   and its record commit together or not at all.
 
-A permanent failure (`StepRejected`, or a constraint the request violates) rolls back the
-savepoint and is recorded too: a repeat gets the same answer. Transient failures (database
+A permanent failure (`StepRejected`, or a constraint the request violates) rolls the
+transaction back and is recorded in a second one (taking the lock again): a repeat gets the
+same answer. Refusals are rare, so the common path pays no savepoint (measured: a savepoint and
+its release were two of the ten statements a step cost). Transient failures (database
 unreachable, timeouts, deadlocks, anything unexpected) roll everything back and are not
 recorded, so the saga's retry runs the step afresh. `call` never raises.
 
@@ -32,7 +36,6 @@ from consumer.participants.builtin.context import (
     StepContext,
     StepFunction,
     StepRejected,
-    advisory_xact_lock,
 )
 from consumer.participants.builtin.models import StepExecution
 
@@ -102,20 +105,27 @@ class BuiltinParticipant:
         time_left_ms = self._time_left_ms(call)
         if time_left_ms <= 0:
             return StepOutcome.transient("the call's deadline passed before it started")
-        with Session(self._engine) as session, session.begin():
-            _limit_statement_time(session, time_left_ms)
-            advisory_xact_lock(session, LockSpace.STEP_CALL, call.idempotency_key)
-            recorded = _recorded(session, call.idempotency_key, call.action)
-            if recorded is not None:
-                return recorded
-            outcome = _attempt(session, call, function)
-            if self._time_left_ms(call) <= 0:
-                # The caller stopped waiting: rather than commit work it will not hear of,
-                # roll back and let the saga's retry (or compensation) decide.
+        with Session(self._engine, expire_on_commit=False) as session:
+            with session.begin():
+                recorded = _begin_call(session, call, time_left_ms)
+                if recorded is not None:
+                    return recorded
+                refusal = _attempt(session, call, function)
+                if refusal is None and self._time_left_ms(call) > 0:
+                    output = session.info.pop("output")
+                    outcome = StepOutcome(Outcome.SUCCEEDED, output)
+                    session.execute(_record(call, outcome))
+                    return outcome
+                # A refusal, or the caller stopped waiting: the step's work is rolled back.
                 session.rollback()
+            if refusal is None:
                 return StepOutcome.transient("the call's deadline passed before it could commit")
-            session.add(_record(call, outcome))
-            return outcome
+            with session.begin():  # the refusal, recorded under the key (lock taken again)
+                recorded = _begin_call(session, call, max(1, self._time_left_ms(call)))
+                if recorded is not None:
+                    return recorded
+                session.execute(_record(call, refusal))
+            return refusal
 
     def _time_left_ms(self, call: StepCall) -> int:
         if call.deadline_at is None:
@@ -123,44 +133,56 @@ class BuiltinParticipant:
         return min(call.deadline_at - int(self._clock() * 1000), MAX_TIME_LIMIT_MS)
 
 
-def _attempt(session: Session, call: StepCall, function: StepFunction) -> StepOutcome:
-    if call.action is Action.EXECUTE and _recorded(
-        session, call.idempotency_key, Action.COMPENSATE
-    ) is not None:
+def _begin_call(session: Session, call: StepCall, time_left_ms: int) -> StepOutcome | None:
+    """Limit the transaction's statements to the caller's deadline (a statement or a lock
+    wait that would outlive it is cancelled: the call is a transient failure), take the key's
+    lock, then read its records: the outcome of this action if it was recorded, or the refusal
+    of a late execution of a step the saga has already undone."""
+    session.execute(_LIMIT_AND_LOCK, {"timeout": str(int(time_left_ms)),
+                                      "space": LockSpace.STEP_CALL,
+                                      "key": call.idempotency_key})
+    records = {row.action: row for row in session.execute(_RECORDS,
+                                                          {"key": call.idempotency_key})}
+    mine = records.get(call.action.value)
+    if mine is not None:
+        return StepOutcome(Outcome(mine.outcome), dict(mine.output), mine.reason)
+    if call.action is Action.EXECUTE and Action.COMPENSATE.value in records:
         # A late retry of a step the saga has already undone must not redo it.
         return StepOutcome.permanent("the step was already compensated; not executing it again")
+    return None
+
+
+# One round trip. The lock's own wait is bounded by lock_timeout, which PostgreSQL reads when
+# the wait begins (set just before, in the same target list, evaluated in order);
+# statement_timeout applies from the next statement on (it is armed when a statement starts).
+# The records are read in a statement of their own: its snapshot is taken after the lock, so
+# a duplicate that committed while this call waited is seen.
+_LIMIT_AND_LOCK = sa.text("SELECT set_config('statement_timeout', :timeout, true), "
+                          "set_config('lock_timeout', :timeout, true), "
+                          "pg_advisory_xact_lock(:space, hashtext(:key))")
+_RECORDS = sa.select(StepExecution.action, StepExecution.outcome, StepExecution.output,
+                     StepExecution.reason).where(StepExecution.idempotency_key
+                                                 == sa.bindparam("key"))
+
+
+def _attempt(session: Session, call: StepCall, function: StepFunction) -> StepOutcome | None:
+    """Run the step; None when it succeeded (its output in `session.info["output"]`), else
+    the refusal to record (its work must be rolled back)."""
     try:
-        with session.begin_nested():
-            output = function(StepContext(session, call))
-            session.flush()
+        output = function(StepContext(session, call))
+        session.flush()
     except StepRejected as rejected:
         return StepOutcome.permanent(rejected.reason)
     except sa.exc.IntegrityError as exc:
         return StepOutcome.permanent(_describe_violation(exc))
     except sa.exc.DataError as exc:
         return StepOutcome.permanent(f"invalid value: {_first_line(exc)}")
-    return StepOutcome(Outcome.SUCCEEDED, {k: str(v) for k, v in output.items()})
+    session.info["output"] = {k: str(v) for k, v in output.items()}
+    return None
 
 
-def _limit_statement_time(session: Session, time_left_ms: int) -> None:
-    # A statement (or a lock wait) that would outlive the caller's deadline is cancelled: the
-    # transaction rolls back and the call reports a transient failure.
-    session.execute(sa.text(f"SET LOCAL statement_timeout = {int(time_left_ms)}"))
-
-
-def _recorded(session: Session, key: str, action: Action) -> StepOutcome | None:
-    row = session.scalars(
-        sa.select(StepExecution).where(
-            StepExecution.idempotency_key == key, StepExecution.action == action.value
-        )
-    ).one_or_none()
-    if row is None:
-        return None
-    return StepOutcome(Outcome(row.outcome), dict(row.output), row.reason)
-
-
-def _record(call: StepCall, outcome: StepOutcome) -> StepExecution:
-    return StepExecution(
+def _record(call: StepCall, outcome: StepOutcome) -> sa.Insert:
+    return sa.insert(StepExecution).values(
         idempotency_key=call.idempotency_key, action=call.action.value,
         request_id=call.request_id, run=call.run, workflow_type=call.workflow_type,
         step=call.step, outcome=outcome.outcome.value, output=dict(outcome.output),
