@@ -48,6 +48,8 @@ nothing is lost or doubled.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +66,31 @@ class ProducerFenced(ProvisioningError):
     """Another worker took over this transactional id; this process must stop."""
 
 
+class ProducerHung(TransactionAborted):
+    """A transactional call did not return long after its timeout: the producer is unusable
+    (librdkafka 5456/5511: after the broker went away mid-commit, send_offsets_to_transaction
+    waits for a coordinator it never looks up again). The worker replaces it."""
+
+
+class _Deadline:
+    """Runs a blocking client call on a helper thread and stops waiting for it after a
+    deadline. The call itself cannot be interrupted: a thread stuck in it is left behind with
+    its producer, which the caller replaces (one thread and one producer per such incident)."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="txn")
+
+    def call(self, deadline_s: float, operation: Any, *args: Any) -> Any:
+        future = self._pool.submit(operation, *args)
+        try:
+            return future.result(timeout=deadline_s)
+        except FutureTimeout:
+            self._pool.shutdown(wait=False)
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="txn")
+            raise ProducerHung(f"{getattr(operation, '__name__', 'a transactional call')} did "
+                               f"not return within {deadline_s:.0f} s") from None
+
+
 @dataclass(slots=True)
 class Checkpoint:
     producer: Producer
@@ -74,6 +101,10 @@ class Checkpoint:
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     held: list[tuple[int, Any]] = field(default_factory=list)
     open: bool = False
+    # A call that has not returned this long after its own timeout never will.
+    hang_margin_s: float = 15.0
+    hung: bool = False  # the producer hung: it must be replaced, not used again
+    _deadline: _Deadline = field(default_factory=_Deadline)
 
     def begin(self) -> None:
         self._guard(self.producer.begin_transaction)
@@ -116,21 +147,36 @@ class Checkpoint:
         self.held.clear()
         self.offsets.clear()
         try:
-            for _ in range(tries if self.open else 0):
+            for _ in range(tries if self.open and not self.hung else 0):
                 try:
-                    self.producer.abort_transaction(self.timeout_s)
+                    self._call(self.producer.abort_transaction, self.timeout_s)
                     break
                 except KafkaException as exc:
                     _raise_if_fatal(exc)
                     if not exc.args[0].retriable():
                         break
+                except ProducerHung:
+                    break
         finally:
             self.open = False
+
+    def replace_producer(self, producer: Producer) -> None:
+        self.producer, self.hung = producer, False
+
+    def _call(self, operation: Any, *args: Any) -> Any:
+        """A call to the broker through the producer, given up on `hang_margin_s` after its
+        own timeout (the last argument, when there is one)."""
+        timeout = args[-1] if args and isinstance(args[-1], int | float) else self.timeout_s
+        try:
+            return self._deadline.call(timeout + self.hang_margin_s, operation, *args)
+        except ProducerHung:
+            self.hung = True
+            raise
 
     def _guard(self, operation: Any, *args: Any, tries: int = 3) -> Any:
         for attempt in range(1, tries + 1):
             try:
-                return operation(*args)
+                return self._call(operation, *args)
             except KafkaException as exc:
                 _raise_if_fatal(exc)
                 error: KafkaError = exc.args[0]

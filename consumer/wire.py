@@ -27,18 +27,53 @@ def camel(name: str) -> str:
 
 def to_record(obj: Any) -> dict[str, Any]:
     """A saga dataclass as the datum of its Avro record."""
-    return {key: _plain(getattr(obj, name)) for name, key in _field_keys(type(obj))}
+    record = {}
+    for name, key, plain in _plainers(type(obj)):
+        value = getattr(obj, name)
+        record[key] = value if plain is None or value is None else plain(value)
+    return record
 
 
 @cache
-def _field_keys(cls: type) -> tuple[tuple[str, str], ...]:
-    """(field, record key) pairs of a dataclass, worked out once per type: encoding is hot."""
-    return tuple((f.name, camel(f.name)) for f in dataclasses.fields(cls))
+def _plainers(cls: type) -> tuple[tuple[str, str, Any], ...]:
+    """Per field: its name, its record key and what makes its value plain (None: nothing to
+    do, as for most fields), worked out once per type from its annotation: encoding is the
+    worker's hottest path (measured: a third of its CPU with the generic conversion)."""
+    hints = _hints(cls)
+    return tuple((f.name, camel(f.name), _plainer(hints[f.name]))
+                 for f in dataclasses.fields(cls))
+
+
+def _plainer(hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _plainer(inner[0]) if len(inner) == 1 else _plain
+    if hint in (str, int, float, bool):
+        return None
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return _enum_value
+    args = typing.get_args(hint)
+    if origin is tuple and args[:1] == (str,):
+        return list
+    if _is_mapping(origin) and len(args) == 2 and args[1] in (str, int):
+        return dict
+    return _plain
+
+
+def _enum_value(value: enum.Enum) -> Any:
+    return value.value
+
+
+def _is_mapping(origin: Any) -> bool:
+    return isinstance(origin, type) and issubclass(origin, Mapping)
 
 
 def encode(obj: Any) -> bytes:
-    """Single-object encoding of a saga event, reply or state under its class's record name."""
-    return codec.encode(type(obj).__name__, to_record(obj))
+    """Single-object encoding of a saga event, reply or state under its class's record name.
+    The saga's own types make well-formed data: encoded without the codec's up-front check,
+    which runs only to explain a failure (`codec.encode(checked=False)`)."""
+    return codec.encode(type(obj).__name__, to_record(obj), checked=False)
 
 
 def from_record(cls: type[T], record: Mapping[str, Any]) -> T:

@@ -147,7 +147,7 @@ class _Staged:
 
     after: SagaState | None
     records: list[tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=list)
-    snapshot: tuple[str, dict[str, Any]] | None = None
+    snapshot: SagaState | None = None  # encoded at commit, if still the saga's latest
     held: list[Any] = dataclasses.field(default_factory=list)  # after the commit
     eager: list[Any] = dataclasses.field(default_factory=list)  # at once (checkpoint.py)
     events: list[Any] = dataclasses.field(default_factory=list)
@@ -182,8 +182,9 @@ class Worker:
         self._rewind_pending = False
         self._started = False
         self._fenced_at: list[float] = []
+        self._abandoned: list[Producer] = []  # producers whose call never returned
         # State records of this transaction, the last per saga (see checkpoint step 1).
-        self._snapshots: dict[tuple[int, str], dict[str, Any]] = {}
+        self._snapshots: dict[tuple[int, str], SagaState] = {}
         self.observer = SagaObserver(self.routing.registry)
         self.ready = False  # set once the first assignment is restored
         membership = ({"group.instance.id": f"{options.group_id}-{options.instance_id}"}
@@ -438,10 +439,12 @@ class Worker:
                 staged.events.append(effect.event)
                 staged.records.append(self._event_record(request_id, effect.event, trace_parent))
             elif isinstance(effect, PersistState):
-                # Written at commit: only the saga's last state of the transaction matters.
-                staged.snapshot = self._record(
-                    self.topics.state, request_id, effect.state, partition=partition,
-                    headers=codec.headers_for("SagaState") + snapshot_headers(effect.state))
+                # Written at commit: only the saga's last state of the transaction matters,
+                # encoded then, once per saga and transaction (a saga often moves several
+                # times in one). Every text in it went through an event of this saga first;
+                # only its size is its own, checked here.
+                self._check_state_size(effect.state)
+                staged.snapshot = effect.state
             elif isinstance(effect, Reply):
                 reply = self._reply_record(effect)
                 if reply is not None:
@@ -466,7 +469,7 @@ class Worker:
         for topic, record in staged.records:
             self._produce_raw(topic, record)
         if staged.after is not None and staged.snapshot is not None:
-            self._snapshots[(partition, request_id)] = staged.snapshot[1]
+            self._snapshots[(partition, request_id)] = staged.snapshot
             self.store.put(partition, staged.after)
         for effect in staged.held:
             self.checkpoint.hold(partition, effect)
@@ -610,8 +613,26 @@ class Worker:
 
     def _write_snapshots(self) -> None:
         snapshots, self._snapshots = self._snapshots, {}
-        for record in snapshots.values():
-            self._produce_raw(self.topics.state, record)
+        for (partition, request_id), state in snapshots.items():
+            headers = codec.headers_for("SagaState") + snapshot_headers(state)
+            try:
+                record = self._record(self.topics.state, request_id, state,
+                                      partition=partition, headers=headers)
+            except SagaFault as exc:  # its events encoded: never seen; restored from before
+                metrics.SAGA_FAULTS.labels("SagaState").inc()
+                log.error("state not written", extra={"request_id": request_id,
+                                                      "reason": clean_text(str(exc), 500)})
+                continue
+            self._produce_raw(*record)
+
+    def _check_state_size(self, state: SagaState) -> None:
+        """A state over the record limit fails its saga's input here, not the commit. Its
+        texts (parameters, outputs, reasons) are most of it: counted, plus room for the rest."""
+        size = 1024 + sum(len(k) + len(v) for k, v in state.params.items()) + sum(
+            len(k) + len(v) for k, v in state.outputs.items()) + len(state.reason or "")
+        if size > self.options.max_record_bytes:
+            raise SagaFault(f"its SagaState record would be about {size} bytes, over the "
+                            f"limit of {self.options.max_record_bytes}")
 
     def _release(self, partition: int, effect: Any) -> None:
         if not self.store.owns(partition):
@@ -764,10 +785,15 @@ class Worker:
         """
         old, self.producer = self.producer, transactional_producer(
             self.settings, self._transactional_id)
-        with contextlib.suppress(KafkaException, RuntimeError):
-            old.purge()
+        if self.checkpoint.hung:
+            # Left alone with the thread stuck in it, and kept: destroying a client with a
+            # call in progress would block whichever thread collected it.
+            self._abandoned.append(old)
+        else:
+            with contextlib.suppress(KafkaException, RuntimeError):
+                old.purge()
         while_broker_unavailable(lambda: self.producer.init_transactions(30))
-        self.checkpoint.producer = self.producer
+        self.checkpoint.replace_producer(self.producer)
 
     def liveness(self) -> tuple[bool, str]:
         """Whether the poll loop still turns (for /healthz): a call into a client library that

@@ -254,3 +254,16 @@ def test_random_datums_encode_or_raise_invalid_datum(name: str, data: st.DataObj
     except CodecError as exc:  # pragma: no cover - reported with its type
         pytest.fail(f"{type(exc).__name__} instead of InvalidDatum: {exc}")
     assert codec.decode(encoded).value == datum
+
+
+def test_an_unchecked_encoding_still_names_the_field_that_does_not_fit() -> None:
+    """`checked=False` skips the up-front check, not the explanation of a refusal."""
+    wrong_type = {**EXAMPLES["ProvisioningStepFailed"], "attempt": "two"}
+    with pytest.raises(InvalidDatum) as refused:
+        codec.encode("ProvisioningStepFailed", wrong_type, checked=False)
+    assert refused.value.field == "attempt"
+    unencodable = {**EXAMPLES["ProvisioningStepFailed"], "reason": "lost \ud800 surrogate"}
+    with pytest.raises(InvalidDatum):
+        codec.encode("ProvisioningStepFailed", unencodable, checked=False)
+    assert codec.decode(codec.encode("ProvisioningStepFailed", EXAMPLES["ProvisioningStepFailed"],
+                                     checked=False)).value == EXAMPLES["ProvisioningStepFailed"]

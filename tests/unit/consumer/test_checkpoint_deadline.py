@@ -1,0 +1,63 @@
+"""A transactional call that never returns (librdkafka 5456/5511) must not hold the worker:
+the checkpoint gives up on it after its timeout plus a margin and condemns the producer."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from consumer.checkpoint import Checkpoint, ProducerHung
+
+
+class StuckProducer:
+    """Answers like a producer, except that committing offsets never returns."""
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+        self.aborts = 0
+
+    def begin_transaction(self) -> None:
+        pass
+
+    def send_offsets_to_transaction(self, *_: object) -> None:
+        self.released.wait()  # the call that never returns
+
+    def commit_transaction(self, *_: object) -> None:
+        pass
+
+    def abort_transaction(self, *_: object) -> None:
+        self.aborts += 1
+
+
+class Group:
+    def consumer_group_metadata(self) -> object:
+        return object()
+
+
+def test_a_call_that_never_returns_is_given_up_and_the_producer_is_not_used_again() -> None:
+    stuck = StuckProducer()
+    checkpoint = Checkpoint(stuck, Group(), timeout_s=0.2, hang_margin_s=0.3)  # type: ignore[arg-type]
+    checkpoint.begin()
+    checkpoint.consumed("commands", 0, 41)
+
+    started = time.monotonic()
+    with pytest.raises(ProducerHung):
+        checkpoint.commit()
+    waited = time.monotonic() - started
+
+    assert 0.5 <= waited < 2.0, waited
+    assert checkpoint.hung
+    checkpoint.abort()
+    assert stuck.aborts == 0, "a hung producer is not called again"
+    assert not checkpoint.open
+    stuck.released.set()
+
+    fresh = StuckProducer()
+    fresh.released.set()
+    checkpoint.replace_producer(fresh)  # type: ignore[arg-type]
+    checkpoint.begin()
+    checkpoint.consumed("commands", 0, 42)
+    assert checkpoint.commit() == []
+    assert not checkpoint.hung
