@@ -63,6 +63,16 @@ COMMIT_SECONDS = Histogram(
     "provisioning_transaction_commit_seconds",
     "Time to commit one worker transaction (offsets and produced records).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+TRANSACTIONS = Counter(
+    "provisioning_transactions",
+    "Worker transactions committed with work in them (records or consumed offsets).", [])
+RECORDS_WRITTEN = Counter(
+    "provisioning_records_written",
+    "Records the worker produced in its committed transactions (events, state, step requests, "
+    "replies, dead letters).", [])
+RECORD_BYTES_WRITTEN = Counter(
+    "provisioning_record_bytes_written",
+    "Bytes of record values the worker produced in its committed transactions.", [])
 PROJECTED = Counter(
     "provisioning_projected_events", "Events written into the projection.", [])
 OPERATOR_ACTIONS = Counter(
@@ -103,6 +113,7 @@ STALLED_PARTITIONS = Gauge(
     "Assigned partitions stalled right now (readiness is false while any is).", [])
 
 ALL = (REQUESTS, DURATION, STEP_DURATION, RETRIES, OUTCOMES, FAILURES, COMPENSATIONS,
+       TRANSACTIONS, RECORDS_WRITTEN, RECORD_BYTES_WRITTEN,
        COMPENSATION_FAILURES, ACTIVE, STUCK, DLQ,
        CONSUMER_LAG, COMMIT_SECONDS, PROJECTED, OPERATOR_ACTIONS,
        REJECTED_REPLIES, SAGA_FAULTS, REPLIES_DROPPED, CORRUPT_STATE_RECORDS, PARTITION_STALLS,

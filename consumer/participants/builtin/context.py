@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from consumer.participants.base import StepCall
+from consumer.participants.builtin.reference import ReferenceData
 
 StepOutput = Mapping[str, str]
 
@@ -39,6 +40,7 @@ class LockSpace:
 class StepContext:
     session: Session
     call: StepCall
+    reference: ReferenceData  # plans and SLA tiers, kept for a while (reference.py)
 
     @property
     def key(self) -> str:

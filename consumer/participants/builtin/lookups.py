@@ -15,11 +15,11 @@ from consumer.participants.builtin.models import (
     Role,
     RolePermission,
     Service,
-    SlaTier,
     Subscription,
     Tenant,
     User,
 )
+from consumer.participants.builtin.reference import TierInfo
 
 
 def active_tenant(ctx: StepContext, param: str = "tenantId") -> Tenant:
@@ -44,9 +44,9 @@ def known_service(ctx: StepContext) -> Service:
     return service
 
 
-def known_sla_tier(ctx: StepContext) -> SlaTier:
+def known_sla_tier(ctx: StepContext) -> TierInfo:
     code = ctx.param("slaTier")
-    tier = ctx.session.get(SlaTier, code.upper())
+    tier = ctx.reference.tier(ctx.session, code.upper())
     if tier is None:
         raise StepRejected(f"unknown SLA tier {code}")
     return tier

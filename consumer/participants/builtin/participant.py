@@ -38,6 +38,7 @@ from consumer.participants.builtin.context import (
     StepRejected,
 )
 from consumer.participants.builtin.models import StepExecution
+from consumer.participants.builtin.reference import ReferenceData
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class BuiltinParticipant:
     def __init__(self, engine: sa.Engine, clock: Callable[[], float] = time.time) -> None:
         self._engine = engine
         self._clock = clock
+        self._reference = ReferenceData()
 
     def call(self, call: StepCall) -> StepOutcome:
         function = DISPATCH.get((call.workflow_type, call.step, call.action))
@@ -110,7 +112,7 @@ class BuiltinParticipant:
                 recorded = _begin_call(session, call, time_left_ms)
                 if recorded is not None:
                     return recorded
-                refusal = _attempt(session, call, function)
+                refusal = _attempt(session, call, function, self._reference)
                 if refusal is None and self._time_left_ms(call) > 0:
                     output = session.info.pop("output")
                     outcome = StepOutcome(Outcome.SUCCEEDED, output)
@@ -165,11 +167,12 @@ _RECORDS = sa.select(StepExecution.action, StepExecution.outcome, StepExecution.
                                                  == sa.bindparam("key"))
 
 
-def _attempt(session: Session, call: StepCall, function: StepFunction) -> StepOutcome | None:
+def _attempt(session: Session, call: StepCall, function: StepFunction,
+             reference: ReferenceData) -> StepOutcome | None:
     """Run the step; None when it succeeded (its output in `session.info["output"]`), else
     the refusal to record (its work must be rolled back)."""
     try:
-        output = function(StepContext(session, call))
+        output = function(StepContext(session, call, reference))
         session.flush()
     except StepRejected as rejected:
         return StepOutcome.permanent(rejected.reason)

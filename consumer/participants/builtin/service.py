@@ -25,10 +25,10 @@ from consumer.participants.builtin.models import (
     RateLimit,
     Service,
     ServiceInstance,
-    SlaTier,
     Subscription,
     Tenant,
 )
+from consumer.participants.builtin.reference import TierInfo
 
 
 def validate_tenant(ctx: StepContext) -> StepOutput:
@@ -77,7 +77,9 @@ def release_service_resources(ctx: StepContext) -> StepOutput:
 
 def set_rate_limits(ctx: StepContext) -> StepOutput:
     subscription = _subscription(ctx)
-    tier = ctx.session.get_one(SlaTier, subscription.sla_tier)
+    tier = ctx.reference.tier(ctx.session, subscription.sla_tier)
+    if tier is None:
+        raise StepRejected(f"SLA tier {subscription.sla_tier} is no longer defined")
     limit = RateLimit(
         id=uuid.uuid4(), subscription_id=subscription.id,
         requests_per_second=tier.requests_per_second, burst=tier.burst, created_by_key=ctx.key,
@@ -91,7 +93,7 @@ def remove_rate_limits(ctx: StepContext) -> StepOutput:
     return {}
 
 
-def _available(ctx: StepContext) -> tuple[Tenant, Service, SlaTier]:
+def _available(ctx: StepContext) -> tuple[Tenant, Service, TierInfo]:
     tenant = active_tenant(ctx)
     service = known_service(ctx)
     tier = known_sla_tier(ctx)

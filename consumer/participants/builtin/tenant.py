@@ -19,14 +19,12 @@ from consumer.participants.builtin.models import (
     BillingAccount,
     Entity,
     Membership,
-    Plan,
-    PlanService,
     RateLimit,
-    SlaTier,
     Subscription,
     Tenant,
     User,
 )
+from consumer.participants.builtin.reference import PlanInfo
 
 ADMIN_ROLE = "tenant-admin"
 
@@ -91,13 +89,11 @@ def delete_billing_account(ctx: StepContext) -> StepOutput:
 def activate_services(ctx: StepContext) -> StepOutput:
     """Subscribe the tenant to its plan's default services, at the plan's tier and its limits."""
     tenant = active_tenant(ctx)
-    plan = ctx.session.get_one(Plan, tenant.plan_code)
-    tier = ctx.session.get_one(SlaTier, plan.default_sla_tier)
-    services = ctx.session.scalars(
-        sa.select(PlanService.service_name)
-        .where(PlanService.plan_code == plan.code, PlanService.activated_by_default)
-        .order_by(PlanService.service_name)
-    ).all()
+    plan = ctx.reference.plan(ctx.session, tenant.plan_code)
+    tier = ctx.reference.tier(ctx.session, plan.default_sla_tier) if plan else None
+    if plan is None or tier is None:
+        raise StepRejected(f"plan {tenant.plan_code} or its SLA tier is no longer defined")
+    services = ctx.reference.default_services(ctx.session, plan.code)
     for service in services:
         subscription = Subscription(
             id=uuid.uuid4(), tenant_id=tenant.id, service_name=service, sla_tier=tier.code,
@@ -153,9 +149,9 @@ def _eligible_entity(ctx: StepContext, for_update: bool) -> Entity:
     return entity
 
 
-def _plan(ctx: StepContext) -> Plan:
+def _plan(ctx: StepContext) -> PlanInfo:
     code = ctx.param("subscriptionPlan")
-    plan = ctx.session.get(Plan, code.upper())
+    plan = ctx.reference.plan(ctx.session, code.upper())
     if plan is None:
         raise StepRejected(f"unknown subscription plan {code}")
     return plan
