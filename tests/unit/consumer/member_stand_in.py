@@ -6,7 +6,7 @@ supervisor, on the real broker and database, is tests/integration/test_worker_pr
 
     python member_stand_in.py --instance-id I --status-file F --log L [--exit-at-once CODE]
         [--exit-on-term CODE] [--ignore-term] [--not-alive] [--report-after-s S]
-        [--active N] [--lag PARTITION=VALUE] [--requests N]
+        [--active N] [--lag PARTITION=VALUE [--lag-after FILE]] [--requests N]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def main() -> int:
     parser.add_argument("--report-after-s", type=float, default=0.0)
     parser.add_argument("--active", type=int, help="tenant sagas in flight (a scrape-time gauge)")
     parser.add_argument("--lag", help="PARTITION=VALUE of the commands topic, set at the start")
+    parser.add_argument("--lag-after", type=Path, help="set the lag once this file exists")
     parser.add_argument("--requests", type=int, default=0, help="tenant requests to count")
     args = parser.parse_args()
     with args.log.open("a") as log:
@@ -46,11 +47,13 @@ def main() -> int:
                   else lambda *_: stopped.set())
     if args.active is not None:
         metrics.ACTIVE.labels("tenant").set_function(lambda: args.active)
-    if args.lag:
-        partition, value = args.lag.split("=")
-        metrics.CONSUMER_LAG.labels("g", "commands", partition).set(float(value))
     metrics.REQUESTS.labels("tenant").inc(args.requests)
     time.sleep(args.report_after_s)
+    if args.lag:
+        while args.lag_after is not None and not args.lag_after.exists():
+            time.sleep(0.05)
+        partition, value = args.lag.split("=")
+        metrics.CONSUMER_LAG.labels("g", "commands", partition).set(float(value))
     reporter = MemberReporter(
         args.status_file, lambda: (True, f"{args.instance_id} ready"),
         lambda: (not args.not_alive, "stuck" if args.not_alive else "ok"),

@@ -163,12 +163,17 @@ def test_a_member_that_says_it_is_stuck_fails_the_sets_liveness(tmp_path: Path) 
 
 def test_one_port_serves_the_members_metrics_added_up(tmp_path: Path) -> None:
     log = tmp_path / "starts.log"
-    # Member 1 sets partition 0's lag a second after member 0 did (it took the partition over).
-    supervisor = Supervisor(
-        2, stand_in(log, m0=["--active", "2", "--lag", "0=5", "--requests", "4"],
-                    m1=["--report-after-s", "1", "--active", "3", "--lag", "0=7",
-                        "--requests", "6"]),
-        instance_id="t", policy=QUICK, metrics_port=0)
+    members = stand_in(log, m0=["--active", "2", "--lag", "0=5", "--requests", "4"],
+                       m1=["--active", "3", "--lag", "0=7", "--requests", "6"])
+
+    def command(member: MemberSpec) -> list[str]:
+        # Member 1 sets partition 0's lag after member 0 did (it took the partition over):
+        # once member 0 has reported, which it does after setting its own.
+        after = (["--lag-after", str(supervisor.members[0].spec.status_file)]
+                 if member.index == 1 else [])
+        return [*members(member), *after]
+
+    supervisor = Supervisor(2, command, instance_id="t", policy=QUICK, metrics_port=0)
     seen: dict[str, list] = {}
 
     def scrape() -> None:
