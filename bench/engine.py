@@ -3,11 +3,12 @@
 Commands are published as fast as the producer goes (full load) or at a fixed rate; the run
 ends when every saga's `ProvisioningSucceeded` has been read (read_committed) from the events
 topic. Latency is command produced -> success consumed, per saga. CPU and peak RSS come from
-/proc of the worker processes.
+/proc of the worker processes (of a supervisor and its members when a worker runs several).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from producers.commands import command_producer_config
@@ -27,6 +28,9 @@ from provisioning.topics import TopicLayout, create_topics
 from schemas import codec
 
 ROOT = Path(__file__).resolve().parents[1]
+# librdkafka's informational lines (a purged queue when a client goes) are not figures
+QUIET = logging.getLogger("bench.kafka")
+QUIET.setLevel(logging.WARNING)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -34,8 +38,9 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 class Workers:
     settings: Settings
     participants: str
-    count: int
+    count: int  # separate worker processes
     static_membership: bool = False
+    processes_per_worker: int = 1  # > 1: each worker is a supervisor with that many members
     group: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}")
     processes: list[subprocess.Popen] = field(default_factory=list)
 
@@ -55,6 +60,7 @@ class Workers:
             return subprocess.Popen(
                 [sys.executable, "-m", "bench.worker_main", "--participants", self.participants,
                  "--group", self.group, "--instance", instance,
+                 "--processes", str(self.processes_per_worker),
                  *(["--static-membership"] if self.static_membership else [])],
                 env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
 
@@ -64,18 +70,23 @@ class Workers:
         return f"logs in {self.log_dir}/{self.group}-*.log; exited: {codes or 'none'}"
 
     def usage(self) -> tuple[float, float]:
-        """CPU seconds used and the largest peak RSS (MiB) of the live worker processes."""
+        """CPU seconds used by the live worker processes and their members (a supervisor's
+        exited members included: their time is in its children's), and the largest peak RSS
+        (MiB) of one of them."""
         cpu, rss = 0.0, 0.0
         for process in self.processes:
-            try:
-                fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                cpu += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-                status = Path(f"/proc/{process.pid}/status").read_text()
-                peak = next(int(line.split()[1]) for line in status.splitlines()
-                            if line.startswith("VmHWM:"))
-                rss = max(rss, peak / 1024)
-            except (FileNotFoundError, ProcessLookupError, StopIteration):
-                continue
+            for pid, children_too in [(process.pid, True),
+                                      *((child, False) for child in _children(process.pid))]:
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    used = fields[11:15] if children_too else fields[11:13]
+                    cpu += sum(int(ticks) for ticks in used) / CLOCK_TICKS
+                    status = Path(f"/proc/{pid}/status").read_text()
+                    peak = next(int(line.split()[1]) for line in status.splitlines()
+                                if line.startswith("VmHWM:"))
+                    rss = max(rss, peak / 1024)
+                except (FileNotFoundError, ProcessLookupError, StopIteration):
+                    continue
         return cpu, rss
 
     def stop(self) -> None:
@@ -87,6 +98,14 @@ class Workers:
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except FileNotFoundError:
+        return []
+    return [int(child) for child in text.split()]
 
 
 def environment(settings: Settings) -> dict[str, str]:
@@ -203,7 +222,9 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 def warm_up(settings: Settings, reader: SuccessReader, engine: sa.Engine | None,
             pool: Workers, timeout_s: float = 60) -> None:
-    """One saga end to end, so the workers are assigned and restored before timing starts."""
+    """Every member in the group with its partitions, and one saga end to end, so that no
+    member joins (a rebalance) and no partition is restored while timing runs."""
+    wait_for_members(settings, pool, timeout_s)
     commands = tenant_commands(1, f"warm{uuid.uuid4().hex[:6]}")
     if engine is not None:
         register_entities(engine, commands)
@@ -216,11 +237,29 @@ def warm_up(settings: Settings, reader: SuccessReader, engine: sa.Engine | None,
         reader.poll(0.1)
 
 
-def run_engine(base: Settings, n: int, *, workers: int = 1, participants: str = "noop",
-               rate: float | None = None, engine: sa.Engine | None = None,
-               timeout_s: float = 600) -> dict[str, Any]:
-    settings = fresh_settings(base, f"{participants}{workers}")
-    pool = Workers(settings, participants, workers).start()
+def wait_for_members(settings: Settings, pool: Workers, timeout_s: float) -> None:
+    admin = AdminClient(settings.kafka_config(), logger=QUIET)
+    expected = pool.count * pool.processes_per_worker
+    deadline = time.time() + timeout_s
+    while True:
+        group = admin.describe_consumer_groups([pool.group])[pool.group].result(10)
+        members = [m for m in group.members if m.assignment.topic_partitions]
+        if group.state is ConsumerGroupState.STABLE and len(members) == expected:
+            return
+        if time.time() > deadline:
+            raise RuntimeError(f"{expected} workers did not settle into the group within "
+                               f"{timeout_s:.0f} s ({len(members)} with partitions, state "
+                               f"{group.state.name}; {pool.describe()})")
+        time.sleep(0.2)
+
+
+def run_engine(base: Settings, n: int, *, workers: int = 1, processes: int = 1,
+               participants: str = "noop", rate: float | None = None,
+               engine: sa.Engine | None = None, timeout_s: float = 600) -> dict[str, Any]:
+    """`workers` separate worker processes, each running `processes` consumer-group members
+    (more than one: under the supervisor of `provisioning worker --processes`)."""
+    settings = fresh_settings(base, f"{participants}{workers}x{processes}")
+    pool = Workers(settings, participants, workers, processes_per_worker=processes).start()
     reader = SuccessReader(settings)
     try:
         db = engine if participants == "postgres" else None
@@ -245,7 +284,8 @@ def run_engine(base: Settings, n: int, *, workers: int = 1, participants: str = 
         completed = len(latencies)
         return {
             "sagas": n, "completed": completed, "failed": len(reader.failed & set(ids)),
-            "workers": workers, "participants": participants,
+            "workers": workers, "processes_per_worker": processes,
+            "participants": participants,
             "offered_rate": rate, "seconds": round(elapsed, 2),
             "sagas_per_s": round(completed / elapsed, 1),
             "events_per_s": round((reader.events - events_before) / elapsed, 1),

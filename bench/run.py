@@ -1,9 +1,13 @@
 """`provisioning bench`: every figure in one run, on the local services, then a report.
 
-Order: the engine at full load (no-op participants) sets the maximum rate; the same engine at
-half that rate gives the latency a caller sees under normal load; then built-in Postgres
-participants, two workers, the raw Kafka ceiling for as many messages as the engine wrote,
-restore and failover, and DBOS on the same PostgreSQL.
+Order: the engine at full load (no-op participants, one worker process) sets the maximum
+rate; the same engine at half that rate gives the latency a caller sees under normal load; then
+built-in Postgres participants; two consumer-group members two ways: one worker with
+`--processes 2` (a supervisor and two members, as the chart runs it) and two separate worker
+processes; the raw Kafka ceiling for as many messages as the engine wrote; restore and
+failover; and DBOS on the same PostgreSQL twice: five no-op steps (against the no-op engine)
+and the built-in participant's registry statements in its steps (against the engine with
+built-in participants).
 """
 
 from __future__ import annotations
@@ -70,7 +74,9 @@ def run_bench(settings: Settings, sizes: Sizes, say: Any = print) -> dict[str, A
     say(f"engine: {sizes.postgres_sagas} sagas, built-in Postgres participants")
     results["engine_postgres"] = run_engine(settings, sizes.postgres_sagas,
                                             participants="postgres", engine=db)
-    say(f"engine: {sizes.sagas} sagas, 2 worker processes")
+    say(f"engine: {sizes.sagas} sagas, 1 worker with --processes 2")
+    results["engine_2_processes"] = run_engine(settings, sizes.sagas, processes=2)
+    say(f"engine: {sizes.sagas} sagas, 2 separate worker processes")
     results["engine_2_workers"] = run_engine(settings, sizes.sagas, workers=2)
 
     messages = sizes.sagas * MESSAGES_PER_SAGA
@@ -90,22 +96,27 @@ def run_bench(settings: Settings, sizes: Sizes, say: Any = print) -> dict[str, A
         "failover_same_instance_s": same["failover_s"],
     }
 
-    say(f"dbos: {sizes.dbos_workflows} five-step workflows on the same PostgreSQL")
+    say(f"dbos: {sizes.dbos_workflows} five-step workflows on the same PostgreSQL, no-op steps")
     results["dbos"] = run_dbos(settings, sizes.dbos_workflows)
+    say(f"dbos: {sizes.dbos_workflows} five-step workflows running the registry statements")
+    results["dbos_registry"] = run_dbos(settings, sizes.dbos_workflows, mode="registry")
     results["ratios"] = ratios(results)
     results["seconds"] = round(time.time() - started, 1)
     db.dispose()
     return results
 
 
-def run_dbos(settings: Settings, workflows: int) -> dict[str, Any]:
-    url = sa.make_url(settings.database_url_plain()).set(drivername="postgresql")
+def run_dbos(settings: Settings, workflows: int, mode: str = "noop") -> dict[str, Any]:
+    registry = sa.make_url(settings.database_url_plain())
+    url = registry.set(drivername="postgresql")
     result = subprocess.run(
-        [sys.executable, "-m", "bench.peer_dbos", "--workflows", str(workflows),
-         "--database-url", url.render_as_string(hide_password=False)],
+        [sys.executable, "-m", "bench.peer_dbos", "--mode", mode,
+         "--workflows", str(workflows),
+         "--database-url", url.render_as_string(hide_password=False),
+         "--registry-url", registry.render_as_string(hide_password=False)],
         capture_output=True, text=True, timeout=900, cwd=ROOT)
     if result.returncode != 0:
-        raise RuntimeError(f"the DBOS run failed: {result.stderr.strip()[-500:]}")
+        raise RuntimeError(f"the DBOS run ({mode}) failed: {result.stderr.strip()[-500:]}")
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     try:
         from importlib.metadata import version
@@ -118,11 +129,19 @@ def run_dbos(settings: Settings, workflows: int) -> dict[str, Any]:
 
 def ratios(r: dict[str, Any]) -> dict[str, float]:
     engine_messages = r["engine"]["sagas_per_s"] * MESSAGES_PER_SAGA
+    postgres, dbos_registry = r["engine_postgres"], r["dbos_registry"]
     return {
         "engine_vs_dbos": round(r["engine"]["sagas_per_s"] / r["dbos"]["workflows_per_s"], 1),
+        # the real work on both sides: the same registry statements in every step
+        "engine_postgres_vs_dbos_registry": round(
+            postgres["sagas_per_s"] / dbos_registry["workflows_per_s"], 1),
+        "engine_postgres_cpu_vs_dbos_registry": round(
+            postgres["cpu_s_per_1000_sagas"] / dbos_registry["cpu_s_per_1000_workflows"], 2),
         "engine_postgres_vs_dbos": round(
-            r["engine_postgres"]["sagas_per_s"] / r["dbos"]["workflows_per_s"], 1),
+            postgres["sagas_per_s"] / r["dbos"]["workflows_per_s"], 1),
         "engine_vs_raw_messages": round(engine_messages / r["raw"]["messages_per_s"], 3),
+        "two_processes_vs_one": round(
+            r["engine_2_processes"]["sagas_per_s"] / r["engine"]["sagas_per_s"], 2),
         "two_workers_vs_one": round(
             r["engine_2_workers"]["sagas_per_s"] / r["engine"]["sagas_per_s"], 2),
     }

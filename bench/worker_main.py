@@ -1,18 +1,24 @@
 """A worker process for the benchmarks: the real `Worker`, with the participants chosen here.
 
-    python -m bench.worker_main --participants noop --group G --instance I
+    python -m bench.worker_main --participants noop --group G --instance I [--processes N]
 
 `noop` answers every step at once with the outputs later steps need, so the figures are the
 engine's own (Kafka transactions, state, events); `postgres` is the built-in registry.
+`--processes N` runs N of them under the supervisor of `provisioning worker --processes N`
+(`consumer/supervisor.py`), instances `I-0` ... `I-<N-1>`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import uuid
+from pathlib import Path
 
+from consumer.member_status import report_to_supervisor
 from consumer.participants.base import StepCall, StepOutcome
+from consumer.supervisor import MemberSpec, Supervisor
 from consumer.worker import Worker, WorkerOptions
 from provisioning.settings import Settings
 
@@ -34,8 +40,13 @@ def main() -> None:
     parser.add_argument("--instance", required=True)
     parser.add_argument("--step-concurrency", type=int, default=32)
     parser.add_argument("--static-membership", action="store_true")
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--status-file", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.processes > 1:
+        raise SystemExit(Supervisor(args.processes, lambda member: member_command(args, member),
+                                    instance_id=args.instance).run())
     settings = Settings()
     if args.participants == "noop":
         participant = NoopParticipant()
@@ -50,7 +61,19 @@ def main() -> None:
                             static_membership=args.static_membership)
     worker = Worker(settings, lambda call: participant, options)
     worker.install_signal_handlers()
+    reporter = report_to_supervisor(args.status_file, worker.readiness, worker.liveness,
+                                    on_orphaned=worker.stop)
     worker.run()
+    if reporter is not None:
+        reporter.stop()
+
+
+def member_command(args: argparse.Namespace, member: MemberSpec) -> list[str]:
+    return [sys.executable, "-m", "bench.worker_main", "--participants", args.participants,
+            "--group", args.group, "--instance", member.instance_id,
+            "--step-concurrency", str(args.step_concurrency),
+            *(["--static-membership"] if args.static_membership else []),
+            "--status-file", str(member.status_file)]
 
 
 if __name__ == "__main__":

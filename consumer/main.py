@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
+from consumer.member_status import report_to_supervisor
 from consumer.participants.base import Participant, StepCall
 from consumer.routing import Routing, load_routing, read_http_auth
 from consumer.worker import Worker, WorkerOptions
@@ -12,7 +14,10 @@ from provisioning.ops import start_ops
 from provisioning.settings import Settings
 
 
-def run_worker(settings: Settings, options: WorkerOptions) -> int:
+def run_worker(settings: Settings, options: WorkerOptions,
+               status_file: Path | None = None) -> int:
+    """One worker process; with `status_file`, a member of `--processes N` reporting to its
+    supervisor there (`consumer/supervisor.py`)."""
     from consumer.participants.builtin import BuiltinParticipant
     from provisioning.database import create_engine
 
@@ -25,9 +30,13 @@ def run_worker(settings: Settings, options: WorkerOptions) -> int:
     worker = Worker(settings, route, options, routing=routing)
     worker.install_signal_handlers()
     ops = start_ops(settings.metrics_port, worker.readiness, worker.liveness)
+    reporter = report_to_supervisor(status_file, worker.readiness, worker.liveness,
+                                    on_orphaned=worker.stop)
     try:
         worker.run()
     finally:
+        if reporter is not None:
+            reporter.stop()
         if ops is not None:
             ops.stop()
     return 0

@@ -84,7 +84,17 @@ def _parser() -> argparse.ArgumentParser:
                         help="a partition with unread records and no progress this long, not "
                         "held back by flow control, turns readiness false")
     worker.add_argument("--metrics-port", type=int, help=METRICS_HELP)
-    worker.set_defaults(handler=_worker)
+    worker.add_argument(
+        "--processes", type=_positive_int,
+        help="consumer-group members to run, each its own process under one supervisor that "
+        "restarts them and serves --metrics-port for all; their instance ids are "
+        "<instance-id>-<n> (default: the cores this process may run on, which a container's "
+        "CPU limit does not narrow: say how many under Kubernetes); 1: a single process")
+    worker.add_argument("--status-file", type=Path,
+                        help="run as a member of --processes: write this process's readiness "
+                        "and liveness here every second for the supervisor, which serves the "
+                        "metrics port (this process serves none)")
+    worker.set_defaults(handler=_worker, member_parser=worker)
 
     bench = commands.add_parser(
         "bench", help="throughput, latency and recovery, side by side with raw Kafka and DBOS")
@@ -194,13 +204,29 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from consumer.main import run_worker
+    from consumer.supervisor import Supervisor, default_processes
     from consumer.worker import WorkerOptions
 
     defaults = WorkerOptions()
+    instance_id = args.instance_id or defaults.instance_id
+    processes = args.processes or default_processes()
+    if processes > 1:
+        from provisioning.logs import configure_logging
+
+        configure_logging()
+        return Supervisor(
+            processes, lambda member: _member_command(args, member.instance_id,
+                                                      member.status_file),
+            instance_id=instance_id, metrics_port=settings.metrics_port).run()
+    from consumer.main import run_worker
+
+    if args.status_file is not None:
+        # A member: its supervisor serves the port (a PROVISIONING_METRICS_PORT from a .env
+        # file would otherwise be bound twice).
+        settings = settings.model_copy(update={"metrics_port": None})
     options = WorkerOptions(
         group_id=args.group,
-        instance_id=args.instance_id or defaults.instance_id,
+        instance_id=instance_id,
         commit_interval_ms=args.commit_interval_ms,
         min_commit_interval_ms=args.min_commit_interval_ms,
         max_in_flight=args.max_in_flight,
@@ -210,7 +236,33 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         static_membership=args.static_membership,
         stall_after_s=args.stall_after_s,
     )
-    return run_worker(settings, options)
+    return run_worker(settings, options, status_file=args.status_file)
+
+
+# Options of `worker` the supervisor sets for each member itself; every other one is passed on.
+_SUPERVISOR_OPTIONS = {"processes", "instance_id", "metrics_port", "status_file", "help"}
+
+
+def _member_command(args: argparse.Namespace, instance_id: str, status_file: Path) -> list[str]:
+    """`provisioning worker` for one member: the supervisor's own options, re-rendered from the
+    parsed arguments (so an option added to `worker` reaches the members without a change
+    here), with the member's instance id and status file, as a single process."""
+    passed: list[str] = []
+    for action in args.member_parser._actions:  # argparse has no public accessor for these
+        value = getattr(args, action.dest, None)
+        if action.dest in _SUPERVISOR_OPTIONS or value is None or value is False:
+            continue
+        option = action.option_strings[-1]
+        passed += [option] if value is True else [option, str(value)]
+    return [sys.executable, "-m", "provisioning.cli", "worker", *passed,
+            "--instance-id", instance_id, "--status-file", str(status_file), "--processes", "1"]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _projector(args: argparse.Namespace, settings: Settings) -> int:

@@ -3,6 +3,11 @@
 Labels are bounded sets only: workflow type, step, status, topic, partition, consumer group.
 Never a tenant or a request id (unbounded cardinality): those go into the logs.
 Processes serve them with `provisioning.ops.serve_ops` on `--metrics-port`.
+
+`provisioning worker --processes N` runs N worker processes under a supervisor that serves one
+port for all (prometheus_client's multiprocess mode, `consumer/supervisor.py`): counters and
+histograms add up over the members, and each gauge says below how its members' values combine
+(`live*`: only members alive right now count).
 """
 
 from __future__ import annotations
@@ -48,17 +53,19 @@ COMPENSATION_FAILURES = Counter(
     ["workflow_type", "step"])
 ACTIVE = Gauge(
     "provisioning_active_workflows", "Sagas in progress or compensating on this process.",
-    ["workflow_type"])
+    ["workflow_type"], multiprocess_mode="livesum")
 STUCK = Gauge(
     "provisioning_stuck_workflows",
     "Sagas on this process that have not changed for longer than the stuck threshold.",
-    ["workflow_type"])
+    ["workflow_type"], multiprocess_mode="livesum")
 DLQ = Counter(
     "provisioning_dlq_messages", "Commands sent to the dead-letter topic, by error class.",
     ["error_class"])
+# A partition's lag is set by whichever member owns it; one that lost the partition keeps its
+# last value, so the most recent reading is the owner's.
 CONSUMER_LAG = Gauge(
     "provisioning_consumer_lag", "Records behind the end of each assigned partition.",
-    ["group", "topic", "partition"])
+    ["group", "topic", "partition"], multiprocess_mode="livemostrecent")
 COMMIT_SECONDS = Histogram(
     "provisioning_transaction_commit_seconds",
     "Time to commit one worker transaction (offsets and produced records).",
@@ -110,14 +117,25 @@ PARTITION_STALLS = Counter(
     "while the worker was not holding back.", ["topic"])
 STALLED_PARTITIONS = Gauge(
     "provisioning_stalled_partitions",
-    "Assigned partitions stalled right now (readiness is false while any is).", [])
+    "Assigned partitions stalled right now (readiness is false while any is).", [],
+    multiprocess_mode="livesum")
+
+# Supervisor of `provisioning worker --processes N`: registered on the registry it serves only.
+MEMBER_RESTARTS = Counter(
+    "provisioning_worker_member_restarts",
+    "Worker processes of a supervisor restarted after they exited unasked, by member index.",
+    ["member"], registry=None)
+
+# Gauges computed when scraped (`set_function`): a member of a multi-process worker copies their
+# values into the shared files every second, since the supervisor reads only those files.
+SCRAPE_TIME_GAUGES = (ACTIVE, STUCK)
 
 ALL = (REQUESTS, DURATION, STEP_DURATION, RETRIES, OUTCOMES, FAILURES, COMPENSATIONS,
        TRANSACTIONS, RECORDS_WRITTEN, RECORD_BYTES_WRITTEN,
        COMPENSATION_FAILURES, ACTIVE, STUCK, DLQ,
        CONSUMER_LAG, COMMIT_SECONDS, PROJECTED, OPERATOR_ACTIONS,
        REJECTED_REPLIES, SAGA_FAULTS, REPLIES_DROPPED, CORRUPT_STATE_RECORDS, PARTITION_STALLS,
-       STALLED_PARTITIONS, PROJECTOR_HELD_PARTITIONS, PROJECTOR_UNPROJECTABLE)
+       STALLED_PARTITIONS, PROJECTOR_HELD_PARTITIONS, PROJECTOR_UNPROJECTABLE, MEMBER_RESTARTS)
 
 
 def exported_names() -> set[str]:

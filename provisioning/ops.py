@@ -6,7 +6,8 @@
 - `/readyz`: the process can do its work: the `readiness` callable says whether (and why not);
   a worker is ready once it has partitions assigned and restored, a projector or the API once
   its database answers.
-- `/metrics`: the Prometheus text format of the process's registry.
+- `/metrics`: the Prometheus text format of the process's registry (a supervisor of several
+  worker processes serves one that reads all of theirs).
 
 A plain `http.server` on its own thread: scrapes and probes never wait for the poll loop.
 """
@@ -18,7 +19,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 Readiness = Callable[[], tuple[bool, str]]
 log = logging.getLogger("provisioning.ops")
@@ -26,9 +27,11 @@ log = logging.getLogger("provisioning.ops")
 
 class OpsServer:
     def __init__(self, port: int, readiness: Readiness, host: str = "0.0.0.0",
-                 liveness: Readiness | None = None) -> None:
+                 liveness: Readiness | None = None,
+                 registry: CollectorRegistry = REGISTRY) -> None:
         self._readiness = readiness
         self._liveness = liveness
+        self._registry = registry
         self._server = ThreadingHTTPServer((host, port), self._handler())
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -43,13 +46,13 @@ class OpsServer:
         self._server.server_close()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
-        readiness, liveness = self._readiness, self._liveness
+        readiness, liveness, registry = self._readiness, self._liveness, self._registry
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif path == "/healthz":
                     self._probe(liveness or (lambda: (True, "ok")))
                 elif path == "/readyz":
@@ -78,10 +81,12 @@ class OpsServer:
         return Handler
 
 
-def start_ops(port: int | None, readiness: Readiness,
-              liveness: Readiness | None = None) -> OpsServer | None:
+def start_ops(port: int | None, readiness: Readiness, liveness: Readiness | None = None,
+              registry: CollectorRegistry = REGISTRY) -> OpsServer | None:
     """Serve on `port` when one is configured (0 picks a free one)."""
-    return None if port is None else OpsServer(port, readiness, liveness=liveness).start()
+    if port is None:
+        return None
+    return OpsServer(port, readiness, liveness=liveness, registry=registry).start()
 
 
 def lag_from_statistics(stats: dict, group: str, assigned: set[tuple[str, int]]) -> None:

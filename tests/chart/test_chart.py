@@ -128,15 +128,47 @@ def test_hook_jobs_create_topics_then_migrate_before_install_and_upgrade(helm: P
     assert weight[0] < weight[1]
 
 
-def test_worker_replicas_never_exceed_the_partitions(helm: Path) -> None:
+def worker_args(deployment: dict) -> list[str]:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container["args"]
+
+
+def processes_of(deployment: dict) -> int:
+    args = worker_args(deployment)
+    return int(args[args.index("--processes") + 1])
+
+
+def test_the_worker_runs_several_processes_per_pod(helm: Path) -> None:
     default = by_kind(render(helm), "Deployment")["rel-provisioning-worker"]
-    assert default["spec"]["replicas"] <= 12
-    too_many = run(helm, "template", "rel", str(CHART), "--kube-version", KUBE_VERSION,
-                   "--set", "worker.replicas=13")
-    assert too_many.returncode != 0
-    assert "worker.replicas (13) exceeds kafka.partitions (12)" in too_many.stderr
-    scaled = by_kind(render(helm, "--values", str(FULL)), "ScaledObject")
-    assert scaled["rel-provisioning-worker"]["spec"]["maxReplicaCount"] <= 24
+    assert processes_of(default) == 2
+    assert default["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"][
+        "cpu"] == "2"  # a core per process: a lower limit throttles their poll loops
+    three = by_kind(render(helm, "--set", "worker.processes=3", "--set", "worker.replicas=4"),
+                    "Deployment")["rel-provisioning-worker"]
+    assert processes_of(three) == 3
+    full = by_kind(render(helm, "--values", str(FULL)), "Deployment")["rel-provisioning-worker"]
+    assert processes_of(full) == 3
+
+
+def test_worker_processes_never_exceed_the_partitions(helm: Path) -> None:
+    default = by_kind(render(helm), "Deployment")["rel-provisioning-worker"]
+    assert default["spec"]["replicas"] * processes_of(default) <= 12
+    for settings, message in [
+        (("worker.replicas=7",), "worker.replicas (7) x worker.processes (2) exceeds "
+                                 "kafka.partitions (12)"),
+        (("worker.replicas=13", "worker.processes=1"),
+         "worker.replicas (13) x worker.processes (1) exceeds kafka.partitions (12)"),
+        (("worker.keda.enabled=true", "worker.keda.maxReplicas=7"),
+         "worker.keda.maxReplicas (7) x worker.processes (2) exceeds kafka.partitions (12)"),
+    ]:
+        too_many = run(helm, "template", "rel", str(CHART), "--kube-version", KUBE_VERSION,
+                       *(arg for setting in settings for arg in ("--set", setting)))
+        assert too_many.returncode != 0, settings
+        assert message in too_many.stderr, too_many.stderr
+    docs = render(helm, "--values", str(FULL))
+    scaled = by_kind(docs, "ScaledObject")["rel-provisioning-worker"]
+    full = by_kind(docs, "Deployment")["rel-provisioning-worker"]
+    assert scaled["spec"]["maxReplicaCount"] * processes_of(full) <= 24
 
 
 @pytest.mark.parametrize("setting, message", [
@@ -144,6 +176,7 @@ def test_worker_replicas_never_exceed_the_partitions(helm: Path) -> None:
     ("workers.replicas=2", "additional properties 'workers' not allowed"),
     ("database.urlSecret.name=", "urlSecret"),
     ("kafka.partitions=0", "kafka/partitions"),
+    ("worker.processes=0", "worker/processes"),
     ("podSecurityContext.runAsNonRoot=false", "runAsNonRoot"),
 ])
 def test_wrong_values_fail_with_a_clear_message(helm: Path, setting: str, message: str) -> None:

@@ -93,15 +93,18 @@ class ServiceProcess:
 
 class WorkerProcess(ServiceProcess):
     """`provisioning worker` in a consumer group, with a stable instance id (its transactional
-    id: restarting with the same one fences the previous producer)."""
+    id: restarting with the same one fences the previous producer). One process unless
+    `processes` says otherwise (the command's default is one per core: a test that kills
+    "the worker" means one process)."""
 
     def __init__(self, settings: Settings, log_dir: Path, group: str,
                  instance_id: str | None = None, extra_args: tuple[str, ...] = (),
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, processes: int = 1) -> None:
         self.group = group
         self.instance_id = instance_id or f"w{uuid.uuid4().hex[:6]}"
         super().__init__(settings, log_dir, ("worker", "--group", group, "--instance-id",
-                                             self.instance_id, *extra_args),
+                                             self.instance_id, "--processes", str(processes),
+                                             *extra_args),
                          extra_env=extra_env or {}, name=self.instance_id)
 
 

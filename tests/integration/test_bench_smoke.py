@@ -18,9 +18,13 @@ REQUIRED = [
     "raw.messages_per_s", "engine.sagas_per_s", "engine.latency_ms.p50",
     "engine.latency_ms.p95", "engine.latency_ms.p99", "engine.at_half_load.latency_ms.p99",
     "engine.cpu_s_per_1000_sagas", "engine.peak_rss_mb", "engine_postgres.sagas_per_s",
-    "engine_2_workers.sagas_per_s", "recovery.restore_states_per_s", "recovery.failover_s",
-    "recovery.failover_same_instance_s", "dbos.workflows_per_s", "dbos.latency_ms.p99",
-    "ratios.engine_vs_dbos", "ratios.engine_vs_raw_messages", "machine.cores",
+    "engine_2_workers.sagas_per_s", "engine_2_processes.sagas_per_s",
+    "engine_2_processes.cpu_s_per_1000_sagas", "recovery.restore_states_per_s",
+    "recovery.failover_s", "recovery.failover_same_instance_s", "dbos.workflows_per_s",
+    "dbos.latency_ms.p99", "dbos_registry.workflows_per_s",
+    "dbos_registry.cpu_s_per_1000_workflows", "ratios.engine_vs_dbos",
+    "ratios.engine_postgres_vs_dbos_registry", "ratios.two_processes_vs_one",
+    "ratios.engine_vs_raw_messages", "machine.cores",
     "machine.librdkafka", "machine.postgres",
 ]
 
@@ -44,5 +48,11 @@ def test_bench_quick_writes_every_figure(base_settings: Settings, tmp_path: Path
         if isinstance(value, float):
             assert math.isfinite(value) and value > 0, f"{path} = {value}"
     assert figures["engine"]["completed"] == 200 and figures["engine"]["failed"] == 0
+    assert figures["engine_2_processes"]["completed"] == 200
+    assert figures["engine_2_processes"]["processes_per_worker"] == 2
+    # DBOS really ran the registry statements: every workflow's five steps succeeded
+    assert figures["dbos_registry"]["completed"] == 30 and figures["dbos_registry"]["failed"] == 0
     assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "engine, no-op, full load" in result.stdout
+    assert "engine, no-op, 1 worker --processes 2" in result.stdout
+    assert "DBOS, registry statements" in result.stdout
