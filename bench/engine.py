@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +22,10 @@ from typing import Any
 import sqlalchemy as sa
 from confluent_kafka import Consumer, ConsumerGroupState, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from producers.commands import command_producer_config
+from provisioning.ops import free_port
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout, create_topics
 from schemas import codec
@@ -32,6 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 QUIET = logging.getLogger("bench.kafka")
 QUIET.setLevel(logging.WARNING)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# What each saga costs in the worker's commits and writes (consumer/worker.py counts them).
+WRITTEN = ("provisioning_transactions_total", "provisioning_records_written_total",
+           "provisioning_record_bytes_written_total")
 
 
 @dataclass
@@ -43,6 +49,7 @@ class Workers:
     processes_per_worker: int = 1  # > 1: each worker is a supervisor with that many members
     group: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}")
     processes: list[subprocess.Popen] = field(default_factory=list)
+    metrics_ports: list[int] = field(default_factory=list)
 
     def start(self) -> Workers:
         for i in range(self.count):
@@ -54,7 +61,9 @@ class Workers:
         return ROOT / self.settings.dev_dir / "bench" / "logs"
 
     def spawn(self, instance: str) -> subprocess.Popen:
-        env = {**os.environ, **environment(self.settings)}
+        port = free_port()
+        self.metrics_ports.append(port)
+        env = {**os.environ, **environment(self.settings), "PROVISIONING_METRICS_PORT": str(port)}
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (self.log_dir / f"{self.group}-{instance}.log").open("ab") as log:
             return subprocess.Popen(
@@ -68,6 +77,21 @@ class Workers:
         """Where the workers log, and which have exited (for an error message)."""
         codes = [p.returncode for p in self.processes if p.poll() is not None]
         return f"logs in {self.log_dir}/{self.group}-*.log; exited: {codes or 'none'}"
+
+    def written(self) -> dict[str, float]:
+        """The workers' transactions, records and bytes written so far (their /metrics)."""
+        totals = dict.fromkeys(WRITTEN, 0.0)
+        for port in self.metrics_ports:
+            try:
+                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics",
+                                              timeout=5).read().decode()
+            except OSError:
+                continue
+            for family in text_string_to_metric_families(text):
+                for sample in family.samples:
+                    if sample.name in totals:
+                        totals[sample.name] += sample.value
+        return totals
 
     def usage(self) -> tuple[float, float]:
         """CPU seconds used by the live worker processes and their members (a supervisor's
@@ -268,6 +292,7 @@ def run_engine(base: Settings, n: int, *, workers: int = 1, processes: int = 1,
         if db is not None:
             register_entities(db, commands)
         cpu_before, _ = pool.usage()
+        written_before = pool.written()
         events_before = reader.events
         started = time.time()
         sent = publish(settings, commands, rate, reader)
@@ -280,8 +305,10 @@ def run_engine(base: Settings, n: int, *, workers: int = 1, processes: int = 1,
         finished = max((reader.done.get(i, 0.0) for i in ids), default=time.time())
         elapsed = max(1e-6, finished - started)
         cpu_after, rss = pool.usage()
+        written = {k: v - written_before[k] for k, v in pool.written().items()}
         latencies = [(reader.done[i] - sent[i]) * 1000 for i in ids if i in reader.done]
         completed = len(latencies)
+        per_saga = max(1, completed)
         return {
             "sagas": n, "completed": completed, "failed": len(reader.failed & set(ids)),
             "workers": workers, "processes_per_worker": processes,
@@ -293,6 +320,9 @@ def run_engine(base: Settings, n: int, *, workers: int = 1, processes: int = 1,
                                           2),
             "peak_rss_mb": round(rss, 1),
             "latency_ms": percentiles(latencies),
+            "transactions_per_saga": round(written[WRITTEN[0]] / per_saga, 2),
+            "records_per_saga": round(written[WRITTEN[1]] / per_saga, 2),
+            "bytes_per_record": round(written[WRITTEN[2]] / max(1, written[WRITTEN[1]]), 1),
         }
     finally:
         reader.close()

@@ -20,6 +20,7 @@ from consumer.member_status import report_to_supervisor
 from consumer.participants.base import StepCall, StepOutcome
 from consumer.supervisor import MemberSpec, Supervisor
 from consumer.worker import Worker, WorkerOptions
+from provisioning.ops import start_ops
 from provisioning.settings import Settings
 
 # Every output key a workflow's later steps or its result read.
@@ -44,10 +45,11 @@ def main() -> None:
     parser.add_argument("--status-file", type=Path)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    settings = Settings()
     if args.processes > 1:
         raise SystemExit(Supervisor(args.processes, lambda member: member_command(args, member),
-                                    instance_id=args.instance).run())
-    settings = Settings()
+                                    instance_id=args.instance,
+                                    metrics_port=settings.metrics_port).run())
     if args.participants == "noop":
         participant = NoopParticipant()
     else:
@@ -63,7 +65,12 @@ def main() -> None:
     worker.install_signal_handlers()
     reporter = report_to_supervisor(args.status_file, worker.readiness, worker.liveness,
                                     on_orphaned=worker.stop)
+    # Its transactions and records written, read by the bench (a member: its supervisor's).
+    ops = start_ops(settings.metrics_port, worker.readiness, worker.liveness) \
+        if args.status_file is None else None
     worker.run()
+    if ops is not None:
+        ops.stop()
     if reporter is not None:
         reporter.stop()
 

@@ -15,6 +15,7 @@ A plain `http.server` on its own thread: scrapes and probes never wait for the p
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -79,6 +80,13 @@ class OpsServer:
                 pass  # probes every few seconds would drown the log
 
         return Handler
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def start_ops(port: int | None, readiness: Readiness, liveness: Readiness | None = None,

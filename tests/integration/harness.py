@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 
+from provisioning.ops import free_port  # noqa: F401 - the tests import it from here
 from provisioning.settings import Settings
 from schemas import codec
 
@@ -106,13 +106,6 @@ class WorkerProcess(ServiceProcess):
                                              self.instance_id, "--processes", str(processes),
                                              *extra_args),
                          extra_env=extra_env or {}, name=self.instance_id)
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_until(done: Callable[[], Any], timeout_s: float, what: str,
