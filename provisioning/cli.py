@@ -223,9 +223,11 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
     from provisioning.logs import configure_logging
 
     configure_logging()
+    # The console's live streams end when the server stops (app.state.closing); the timeout
+    # bounds a shutdown that anything else would hold up.
     config = uvicorn.Config(create_app(settings), host=args.host,
                             port=args.port or settings.dev_api_port, log_config=None,
-                            access_log=False)
+                            access_log=False, timeout_graceful_shutdown=10)
     _graceful_server_class()(config).run()
     return 0
 
@@ -245,6 +247,12 @@ def _graceful_server_class():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, self.handle_exit)
             yield
+
+        def handle_exit(self, sig, frame):  # type: ignore[no-untyped-def]
+            closing = getattr(getattr(self.config.app, "state", None), "closing", None)
+            if closing is not None:
+                closing.set()
+            super().handle_exit(sig, frame)
 
     return GracefulServer
 
