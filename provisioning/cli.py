@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     create.set_defaults(handler=_topics_create)
 
     demo = commands.add_parser("demo", help="run a mixed batch of provisioning requests")
+    demo.add_argument("--serve", action="store_true",
+                      help="keep the worker, projector and API (the console) running until Ctrl-C")
     demo.set_defaults(handler=_demo)
 
     worker = commands.add_parser("worker", help="run sagas: consume commands, produce events")
@@ -187,7 +189,7 @@ def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from provisioning.demo import run_demo
 
-    return run_demo(settings)
+    return run_demo(settings, serve=args.serve)
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:

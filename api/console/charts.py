@@ -88,10 +88,13 @@ def timeline_chart(run: RunTimeline, now: datetime) -> Chart:
 
 
 def nice_top(value: float, *, whole: bool = False) -> float:
-    """The axis' end: four equal ticks of 1, 2 or 5 times a power of ten, at least `value`."""
+    """The axis' end: four equal ticks of 1, 2, 2.5 or 5 times a power of ten (whole ones for
+    counts), at least `value`."""
     step = max(value / 4, 1.0 if whole else 1e-9)
     magnitude = 10 ** math.floor(math.log10(step))
-    for factor in (1, 2, 5, 10):
+    for factor in (1, 2, 2.5, 5, 10):
+        if whole and factor * magnitude != int(factor * magnitude):
+            continue
         if factor * magnitude >= step - 1e-12:
             return 4 * factor * magnitude
     return 4 * step

@@ -84,7 +84,11 @@ def start_api(settings: Settings, log_dir: Path, signing_key: DevSigningKey,
         except httpx.TransportError:
             return False
 
-    wait_until(answers, 60, "the API answering")  # a loaded machine imports slowly
+    try:
+        wait_until(answers, 60, "the API answering")  # a loaded machine imports slowly
+    except BaseException:
+        api.kill()
+        raise
     return api, url
 
 
