@@ -428,9 +428,10 @@ async def send_operator_action(svc: Services, row: RequestRow, who: Caller, acti
     try:
         operator_actions.check(row, action, step)
     except operator_actions.NotApplicable as exc:
-        extra = ({"uncompensatedSteps": exc.uncompensated_steps}
-                 if exc.uncompensated_steps else {})
-        raise Problem(409, exc.detail, currentStatus=exc.current_status, **extra) from None
+        if exc.uncompensated_steps:
+            raise Problem(409, exc.detail, currentStatus=exc.current_status,
+                          uncompensatedSteps=exc.uncompensated_steps) from None
+        raise Problem(409, exc.detail, currentStatus=exc.current_status) from None
     command = operator_actions.operator_command(row, who.subject, action, reason, step)
     await _publish(svc, "ProvisioningOperatorCommand", command, None)
 

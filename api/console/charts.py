@@ -19,6 +19,7 @@ LABEL_WIDTH = 210
 RIGHT_PAD = 24
 PLOT_WIDTH = WIDTH - LABEL_WIDTH - RIGHT_PAD
 MIN_BAR = 3.0
+VALUE_TEXT = 200  # room right of a horizontal bar for its value
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,10 +111,12 @@ def horizontal_bars(title: str, items: Sequence[tuple[str, float, str, str]],
         y = AXIS + index * LANE
         chart.rows.append(Tick(y + LANE / 2, label))
         chart.shapes.append(Shape(LABEL_WIDTH, y + (LANE - BAR) / 2,
-                                  max(value / top * (PLOT_WIDTH - 70), MIN_BAR if value else 0),
+                                  max(value / top * (PLOT_WIDTH - VALUE_TEXT),
+                                      MIN_BAR if value else 0),
                                   BAR, css, f"{label}: {text}"))
     for i in range(5):
-        chart.ticks.append(Tick(LABEL_WIDTH + (PLOT_WIDTH - 70) * i / 4, _number(top * i / 4)))
+        chart.ticks.append(Tick(LABEL_WIDTH + (PLOT_WIDTH - VALUE_TEXT) * i / 4,
+                                _number(top * i / 4)))
     return chart
 
 
@@ -130,7 +133,7 @@ def per_minute(title: str, now: datetime, counts: Sequence[tuple[datetime, str, 
     slot = (WIDTH - 60 - RIGHT_PAD) / 60
     chart = Chart(title=title, height=height, label_width=60)
     for i, minute in enumerate(minutes):
-        base = plot_bottom
+        base = float(plot_bottom)
         for workflow in workflows:
             n = per.get((minute, workflow), 0)
             if not n:

@@ -154,11 +154,12 @@ def _step_names() -> list[str]:
 
 
 @router.get("/requests/{request_id}")
-async def request_page(request: Request, request_id: str, run: int | None = None,
+async def request_page(request: Request, request_id: str, run: str | None = None,
                        sent: str | None = None) -> Response:
     session = await current_session(request)
     row = await visible_row(request, session, request_id)
-    return await _request_response(request, session, row, run=run, sent=sent)
+    shown = int(run) if run and run.isdigit() else None  # else the latest run
+    return await _request_response(request, session, row, run=shown, sent=sent)
 
 
 async def _request_response(request: Request, session: Session, row: RequestRow, *,

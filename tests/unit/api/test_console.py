@@ -203,3 +203,10 @@ def test_a_dead_letters_fix_sends_only_the_fields_changed() -> None:
     form = {"csrf": "x", "field:email": "grace@globex.example", "field:replyTo": "",
             "field:billingInfo.currency": "EUR", "field:requestedAt": "0", "field:nope": "1"}
     assert changes_from(form, command) == {"email": "grace@globex.example"}
+    # with its schema, numbers and times are not offered (they are not text)
+    user = {"requestId": "r-1", "requestedBy": "ada", "replyTo": None,
+            "requestedAt": 1700000000000, "tenantId": "t-1", "email": "x", "roleName": "member",
+            "knownRun": None, "knownSequence": None}
+    assert [name for name, _ in editable_fields(user, "ProvisionUserRequest")] == [
+        "requestId", "requestedBy", "replyTo", "tenantId", "email", "roleName"]
+    assert changes_from({"field:knownRun": "3"}, user, "ProvisionUserRequest") == {}
