@@ -27,7 +27,9 @@ from api.auth import OPERATE, READ, Caller, KeysUnavailable, Unauthenticated
 
 COOKIE = "provisioning_console"
 PATH = "/console"
-MAX_TOKEN_BYTES = 8 * 1024
+# Browsers keep a cookie of at most 4096 bytes (name, value and attributes): a longer token
+# would be dropped silently, and sign-in would loop.
+MAX_TOKEN_BYTES = 3800
 
 
 class ConsoleError(Exception):
@@ -67,7 +69,8 @@ def csrf_token(bearer_token: str) -> str:
 async def verify(request: Request, token: str) -> Caller:
     """The caller a token names, as the API would take it. Raises ConsoleError."""
     if len(token.encode()) > MAX_TOKEN_BYTES:
-        raise ConsoleError(401, "That is not a token this service accepts (too long).")
+        raise ConsoleError(401, f"The token is over {MAX_TOKEN_BYTES} bytes: too long to keep "
+                                "in a browser's cookie.")
     try:
         caller = await run_in_threadpool(request.app.state.verifier.verify, token)
     except Unauthenticated as exc:
