@@ -44,11 +44,10 @@
   }
 
   const source = new EventSource(root.getAttribute("data-live"));
-  let opened = false;
   source.addEventListener("open", () => {
-    // after a reconnect, changes may have been missed: fetch once
-    if (opened) refresh();
-    opened = true;
+    // The stream follows changes from the moment it opened: whatever changed between the
+    // page's render and now (or while reconnecting) is fetched once here, else it would be lost.
+    refresh();
     document.documentElement.dataset.live = "connected";
   });
   source.addEventListener("changed", refresh);
