@@ -6,6 +6,7 @@
     POST /api/v1/provisioning/{requestId}/retry                resend a FAILED request
     POST /api/v1/provisioning/{requestId}/cancel|resume        operators: in-flight requests
     POST /api/v1/provisioning/{requestId}/recompensate|resolve operators: leftovers of a FAILED one
+    GET  /console                                             the operators' web console
 
 Every call needs a bearer token (`api.auth`); creating a tenant needs provisioning:onboard
 besides provisioning:submit. X-Tenant-ID is required except for tenant creation and must
@@ -17,6 +18,7 @@ written before the command is published, and removed again if publishing fails.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -29,7 +31,7 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from api import problems
+from api import operator_actions, problems
 from api.auth import (
     ONBOARD,
     OPERATE,
@@ -58,7 +60,7 @@ from api.bodies import (
     UncompensatedStep,
     UserRequest,
 )
-from api.finished import FinishedRequests
+from api.notifications import ProjectionListener
 from api.problems import Problem
 from api.publishing import AsyncCommandPublisher
 from consumer.commands import InvalidCommand, command_from_params, to_start_command
@@ -86,14 +88,14 @@ class Services:
                                            settings.reply_topic_pattern)
         self.engine = create_engine(settings, pool_size=8, max_overflow=4)
         self.publisher = AsyncCommandPublisher(settings)
-        self.finished = FinishedRequests(settings.database_url_plain()).start()
+        self.listener = ProjectionListener(settings.database_url_plain()).start()
         self.ops = start_ops(settings.metrics_port, self.readiness)
 
     def readiness(self) -> tuple[bool, str]:
         if not database_answers(self.engine):
             return False, "PostgreSQL does not answer"
-        if not self.finished.listening.is_set():
-            return False, "not listening for finished requests yet"
+        if not self.listener.listening.is_set():
+            return False, "not listening to the projection's notifications yet"
         return True, "ready"
 
     async def db(self, fn: Callable[..., T], *args: Any) -> T:
@@ -110,7 +112,7 @@ class Services:
     def close(self) -> None:
         if self.ops is not None:
             self.ops.stop()
-        self.finished.stop()
+        self.listener.stop()
         self.publisher.close()
         self.engine.dispose()
 
@@ -128,6 +130,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="Provisioning Service", version="1",
                   description="Submit provisioning requests and follow them.", lifespan=lifespan)
     app.state.verifier = verifier
+    # Set when the server is asked to stop, so long-lived responses (the console's live
+    # streams) end and let the shutdown finish.
+    app.state.closing = threading.Event()
     problems.install(app)
     app.add_middleware(problems.BodySizeLimit, max_bytes=settings.max_command_bytes)
 
@@ -197,18 +202,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async def act(request_id: uuid.UUID, request: Request, who: CallerDep,
                       svc: ServicesDep, body: OperatorRequest | None = None,
                       x_tenant_id: TenantHeader = None) -> Accepted:
-            _require(who, OPERATE)
-            _check_tenant_header(who, x_tenant_id, required=True)
-            row = await _visible_row(svc, who, str(request_id))
-            allowed = OPERATOR_PRECONDITIONS[action]
-            if row.status not in allowed:
-                raise Problem(409, f"{action.lower()} needs a request that is "
-                                   f"{' or '.join(allowed)}; {row.request_id} is {row.status}",
-                              currentStatus=row.status)
-            command = {"requestId": row.request_id, "operator": who.subject,
-                       "action": action, "reason": body.reason if body else None,
-                       "requestedAt": _now_ms()}
-            await _publish(svc, "ProvisioningOperatorCommand", command, None)
+            row = await _operator_target(svc, who, x_tenant_id, str(request_id))
+            await send_operator_action(svc, row, who, action, body.reason if body else None)
             return _accepted(request, row.request_id, row.status)
 
         app.post(f"{PREFIX}/{{request_id}}/{action.lower()}", status_code=202,
@@ -218,18 +213,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def leftover_route(action: str, body_type: type, summary: str) -> None:
         async def act(request_id: uuid.UUID, body: Any, request: Request, who: CallerDep,
                       svc: ServicesDep, x_tenant_id: TenantHeader = None) -> Accepted:
-            _require(who, OPERATE)
-            _check_tenant_header(who, x_tenant_id, required=True)
-            row = await _visible_row(svc, who, str(request_id))
-            if row.status != "FAILED" or row.leftover(body.step) is None:
-                left = ", ".join(x.step for x in row.uncompensated_steps) or "none"
-                raise Problem(409, f"{action.lower()} needs a FAILED request with {body.step} "
-                                   f"uncompensated; {row.request_id} is {row.status}, "
-                                   f"uncompensated: {left}", currentStatus=row.status)
-            command = {"requestId": row.request_id, "operator": who.subject,
-                       "action": action, "reason": body.reason, "step": body.step,
-                       "requestedAt": _now_ms()}
-            await _publish(svc, "ProvisioningOperatorCommand", command, None)
+            row = await _operator_target(svc, who, x_tenant_id, str(request_id))
+            await send_operator_action(svc, row, who, action, body.reason, body.step)
             return _accepted(request, row.request_id, row.status)
 
         act.__annotations__["body"] = body_type
@@ -260,20 +245,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _require(who, OPERATE)
         _check_tenant_header(who, x_tenant_id, required=True)
         ref = f"{partition}:{offset}"
-
-        def fix_and_send() -> str:
-            letter = dlq_admin.find(svc.settings, ref)
-            return dlq_admin.redrive(svc.settings, letter,
-                                     changes=body.changes if body else {}, operator=who.subject)
-
         try:
-            request_id = await run_in_threadpool(fix_and_send)
+            request_id = await run_in_threadpool(
+                dlq_admin.find_and_redrive, svc.settings, ref,
+                body.changes if body else {}, who.subject)
         except dlq_admin.DeadLetterNotFound as exc:
             raise Problem(404, str(exc)) from None
         except ProvisioningError as exc:
             raise Problem(422, f"not redriven: {exc}") from None
         return Redriven(requestId=request_id, redrivenFrom=ref)
 
+    from api.console import install as install_console
+
+    install_console(app)
     operator_route("CANCEL", "Cancel an in-flight request; what completed is compensated")
     operator_route("RESUME", "Start a fresh attempt of the step a stuck request waits on")
     leftover_route("RECOMPENSATE", Recompensation,
@@ -281,13 +265,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     leftover_route("RESOLVE", Resolution,
                    "Record that an uncompensated step was cleaned up by hand")
     return app
-
-
-# What each operator action needs the request to be (the worker checks again, in order).
-OPERATOR_PRECONDITIONS = {
-    "CANCEL": ("PENDING", "IN_PROGRESS"),
-    "RESUME": ("PENDING", "IN_PROGRESS", "COMPENSATING"),
-}
 
 
 async def _caller(request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None,
@@ -340,7 +317,7 @@ async def _submit(svc: Services, workflow: str, body: Any, request: Request, res
         reply_to=start.reply_to, created_at=now, updated_at=now,
     )
     acceptance = await svc.db(store.accept, row)
-    if acceptance.conflicts_with(row.payload_hash) or not _visible(acceptance.row, who):
+    if acceptance.conflicts_with(row.payload_hash) or not visible_to(acceptance.row, who):
         raise Problem(409, f"requestId {request_id} was already used for a different request; "
                            "use a new requestId", requestId=request_id)
     known = acceptance.row
@@ -409,7 +386,7 @@ async def _publish(svc: Services, record_name: str, command: dict[str, Any],
 async def _wait_until_finished(svc: Services, request_id: str,
                                timeout_s: float) -> RequestRow | None:
     deadline = time.monotonic() + timeout_s
-    woken = svc.finished.register(request_id)
+    woken = svc.listener.register(request_id)
     try:
         while True:
             woken.clear()  # before reading, so a notification during the read is not lost
@@ -424,7 +401,7 @@ async def _wait_until_finished(svc: Services, request_id: str,
             except TimeoutError:
                 return None
     finally:
-        svc.finished.unregister(request_id, woken)
+        svc.listener.unregister(request_id, woken)
 
 
 def _tenant_of_submission(workflow: str, body: Any, who: Caller,
@@ -435,6 +412,28 @@ def _tenant_of_submission(workflow: str, body: Any, who: Caller,
     if body.tenantId is not None and body.tenantId != x_tenant_id:
         raise Problem(400, "tenantId in the body differs from the X-Tenant-ID header")
     return x_tenant_id
+
+
+async def _operator_target(svc: Services, who: Caller, x_tenant_id: str | None,
+                           request_id: str) -> RequestRow:
+    _require(who, OPERATE)
+    _check_tenant_header(who, x_tenant_id, required=True)
+    return await _visible_row(svc, who, request_id)
+
+
+async def send_operator_action(svc: Services, row: RequestRow, who: Caller, action: str,
+                               reason: str | None, step: str | None = None) -> None:
+    """Check that `action` applies to `row` and publish the operator command (the console
+    acts through here too). Raises Problem: 409 when it does not apply."""
+    try:
+        operator_actions.check(row, action, step)
+    except operator_actions.NotApplicable as exc:
+        if exc.uncompensated_steps:
+            raise Problem(409, exc.detail, currentStatus=exc.current_status,
+                          uncompensatedSteps=exc.uncompensated_steps) from None
+        raise Problem(409, exc.detail, currentStatus=exc.current_status) from None
+    command = operator_actions.operator_command(row, who.subject, action, reason, step)
+    await _publish(svc, "ProvisioningOperatorCommand", command, None)
 
 
 def _check_no_leftovers(row: RequestRow) -> None:
@@ -468,7 +467,7 @@ def _require(who: Caller, permission: str) -> None:
         raise Problem(403, f"the token lacks the {permission} permission")
 
 
-def _visible(row: RequestRow, who: Caller) -> bool:
+def visible_to(row: RequestRow, who: Caller) -> bool:
     """A caller sees its tenant's requests and the tenant provisionings it submitted; an
     operator sees every request."""
     return who.may(OPERATE) or who.tenant_id in (row.tenant_id, row.submitted_tenant_id)
@@ -476,7 +475,7 @@ def _visible(row: RequestRow, who: Caller) -> bool:
 
 async def _visible_row(svc: Services, who: Caller, request_id: str) -> RequestRow:
     row = await svc.db(store.read_request, request_id)
-    if row is None or not _visible(row, who):
+    if row is None or not visible_to(row, who):
         raise Problem(404, f"no request {request_id} is visible to this caller")
     return row
 

@@ -193,7 +193,7 @@ def to_operator_input(value: Mapping[str, Any]) -> OperatorInput:
         return OperatorCancel(request_id=request_id, operator=operator,
                               reason=reason or "no reason given")
     if command.action == "RETRY":
-        return OperatorRetry(request_id=request_id, operator=operator)
+        return OperatorRetry(request_id=request_id, operator=operator, reason=reason)
     if command.action == "RESUME":
         return OperatorResume(request_id=request_id, operator=operator, reason=reason)
     raise InvalidCommand(f"operator action {command.action} is not supported")

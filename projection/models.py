@@ -17,6 +17,9 @@ TERMINAL_STATUSES = ("COMPLETED", "FAILED", "REJECTED")
 # Channel the projector notifies (payload: the requestId) when a request reaches a terminal
 # status; the API's waiting callers listen on it.
 FINISHED_CHANNEL = "provisioning_request_finished"
+# Channel notified whenever request rows change (payload: the requests and their tenants, see
+# `projection.store.changed_payloads`); the console's live pages follow it.
+CHANGED_CHANNEL = "provisioning_request_changed"
 
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 _STATUS_LIST = ", ".join(f"'{s}'" for s in STATUSES)

@@ -8,11 +8,16 @@ insert ignores (request_id, sequence) pairs it has.
 
 The API calls `accept` to make a request visible as PENDING the moment it is accepted, and
 `read_request`/`read_events` to answer lookups.
+
+Every write of request rows also NOTIFYs `CHANGED_CHANNEL` with the rows' ids and tenants, in
+the same transaction, so whoever follows the projection live (the console) learns of a change
+when it is readable, and can tell which viewers may see it without reading the rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +28,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from projection import fold
 from projection.fold import Event, Leftover, RequestRow
-from projection.models import FINISHED_CHANNEL, events, requests
+from projection.models import CHANGED_CHANNEL, FINISHED_CHANNEL, events, requests
 
 _ROW_FIELDS = tuple(f.name for f in dataclasses.fields(RequestRow))
 # Columns the projector never overwrites: what only the API knows, and when the row began.
@@ -54,6 +59,7 @@ def apply_batch(engine: sa.Engine, batch: Sequence[Event]) -> BatchResult:
                 applied += 1
         audited = _insert_audit(conn, batch)
         _upsert_rows(conn, changed.values())
+        notify_changed(conn, changed.values())
         finished = tuple(sorted(i for i, row in changed.items() if row.finished))
         if finished:
             conn.execute(
@@ -61,6 +67,51 @@ def apply_batch(engine: sa.Engine, batch: Sequence[Event]) -> BatchResult:
                 {"channel": FINISHED_CHANNEL, "ids": list(finished)},
             )
     return BatchResult(events=len(batch), applied=applied, audited=audited, finished=finished)
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedRequest:
+    request_id: str
+    tenant_id: str | None
+    submitted_tenant_id: str | None
+
+
+# PostgreSQL refuses a NOTIFY payload of 8000 bytes or more: the changes go in chunks below it.
+MAX_PAYLOAD_BYTES = 7000
+
+
+def changed_payloads(rows: Iterable[RequestRow]) -> list[str]:
+    """The `CHANGED_CHANNEL` payloads for `rows`: JSON lists of [id, tenant, submitted tenant]."""
+    payloads: list[str] = []
+    chunk: list[str] = []
+    size = 2
+    for row in rows:
+        item = json.dumps([row.request_id, row.tenant_id, row.submitted_tenant_id])
+        if chunk and size + len(item.encode()) + 1 > MAX_PAYLOAD_BYTES:
+            payloads.append(f"[{','.join(chunk)}]")
+            chunk, size = [], 2
+        chunk.append(item)
+        size += len(item.encode()) + 1
+    if chunk:
+        payloads.append(f"[{','.join(chunk)}]")
+    return payloads
+
+
+def parse_changed(payload: str) -> list[ChangedRequest] | None:
+    """The requests a `CHANGED_CHANNEL` payload names; None if it cannot be read (a listener
+    then treats anything as changed)."""
+    try:
+        items = json.loads(payload)
+        return [ChangedRequest(str(i), t, s) for i, t, s in items]
+    except (ValueError, TypeError):
+        return None
+
+
+def notify_changed(conn: sa.Connection, rows: Iterable[RequestRow]) -> None:
+    payloads = changed_payloads(rows)
+    if payloads:
+        conn.execute(sa.text("SELECT pg_notify(:channel, p) FROM unnest(CAST(:ps AS text[])) p"),
+                     {"channel": CHANGED_CHANNEL, "ps": payloads})
 
 
 def _lock_rows(conn: sa.Connection, ids: list[str]) -> dict[str, RequestRow]:
@@ -165,6 +216,7 @@ def accept(conn: sa.Connection, row: RequestRow) -> Acceptance:
         .returning(requests.c.request_id)
     ).first()
     if inserted is not None:
+        notify_changed(conn, [row])
         return Acceptance(row, created=True)
     existing = read_request(conn, row.request_id)
     assert existing is not None  # the insert saw it; rows are never deleted by the projector
@@ -186,7 +238,11 @@ def mark_retrying(conn: sa.Connection, request_id: str, now: datetime) -> Reques
         .values(status="PENDING", updated_at=now)
         .returning(*requests.c)
     ).first()
-    return None if result is None else row_from_db(result._mapping)
+    if result is None:
+        return None
+    row = row_from_db(result._mapping)
+    notify_changed(conn, [row])
+    return row
 
 
 def read_request(conn: sa.Connection, request_id: str) -> RequestRow | None:

@@ -65,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     create.set_defaults(handler=_topics_create)
 
     demo = commands.add_parser("demo", help="run a mixed batch of provisioning requests")
+    demo.add_argument("--serve", action="store_true",
+                      help="keep the worker, projector and API (the console) running until Ctrl-C")
     demo.set_defaults(handler=_demo)
 
     worker = commands.add_parser("worker", help="run sagas: consume commands, produce events")
@@ -200,7 +202,7 @@ def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
 def _demo(args: argparse.Namespace, settings: Settings) -> int:
     from provisioning.demo import run_demo
 
-    return run_demo(settings)
+    return run_demo(settings, serve=args.serve)
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -279,9 +281,11 @@ def _api(args: argparse.Namespace, settings: Settings) -> int:
     from provisioning.logs import configure_logging
 
     configure_logging()
+    # The console's live streams end when the server stops (app.state.closing); the timeout
+    # bounds a shutdown that anything else would hold up.
     config = uvicorn.Config(create_app(settings), host=args.host,
                             port=args.port or settings.dev_api_port, log_config=None,
-                            access_log=False)
+                            access_log=False, timeout_graceful_shutdown=10)
     _graceful_server_class()(config).run()
     return 0
 
@@ -301,6 +305,12 @@ def _graceful_server_class():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, self.handle_exit)
             yield
+
+        def handle_exit(self, sig, frame):  # type: ignore[no-untyped-def]
+            closing = getattr(getattr(self.config.app, "state", None), "closing", None)
+            if closing is not None:
+                closing.set()
+            super().handle_exit(sig, frame)
 
     return GracefulServer
 

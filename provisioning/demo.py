@@ -7,10 +7,15 @@ resource for a tenant whose billing account was closed (allocated, then refused 
 update-billing and compensated: the schema and role are dropped), and a duplicate command
 (answered again, not re-run). It shows progress while the batch runs and ends with a table
 read back from the events topic, not from its own memory.
+
+A projector and the API run beside the worker, so the batch is in the projection and the
+operators' console (`/console` on the API) shows it: the demo prints its address and how to get
+a token. With `--serve` (`make demo` in a terminal) the three keep running until Ctrl-C.
 """
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -46,7 +51,7 @@ class Timeline:
         return any(name in TERMINAL for name, _ in self.events.get(key, []))
 
 
-def run_demo(settings: Settings, console: Console | None = None) -> int:
+def run_demo(settings: Settings, console: Console | None = None, serve: bool = False) -> int:
     from consumer.participants.builtin.registry import add_entity
 
     console = console or Console()
@@ -54,11 +59,12 @@ def run_demo(settings: Settings, console: Console | None = None) -> int:
     specs = layout.specs(settings.topic_partitions, max_command_bytes=settings.max_command_bytes)
     create_topics(AdminClient(settings.kafka_config()), specs)
     upgrade(settings)
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "provisioning.cli", "worker", "--group", "provisioning-demo",
-         "--instance-id", "demo"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    processes = [_start("worker", "--group", "provisioning-demo", "--instance-id", "demo"),
+                 _start("projector")]
+    console_url = f"http://127.0.0.1:{settings.dev_api_port}/console"
+    api_port_free = _port_free(settings.dev_api_port)
+    if api_port_free:
+        processes.append(_start("api", "--port", str(settings.dev_api_port)))
     reader = _events_reader(settings, layout.events)
     timeline = Timeline()
     try:
@@ -93,11 +99,40 @@ def run_demo(settings: Settings, console: Console | None = None) -> int:
             "ProvisioningSucceeded")
         console.print(f"duplicate tenant command: {duplicates} ProvisioningSucceeded event "
                       "(answered again, not re-run)")
+        _console_address(console, console_url, api_port_free, serve)
+        if serve and api_port_free:
+            console.print("worker, projector and API keep running; Ctrl-C stops them")
+            while all(p.poll() is None for p in processes):
+                time.sleep(1)
+    except KeyboardInterrupt:
+        pass
     finally:
         reader.close()
-        worker.terminate()
-        worker.wait(30)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(30)
     return 0
+
+
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "provisioning.cli", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _console_address(console: Console, url: str, started: bool, serve: bool) -> None:
+    console.print(f"\n[bold]Operators' console:[/] {url}")
+    console.print("  sign in with the token that `provisioning token --operator` prints")
+    if not started:
+        console.print("  (an API already listens on that port: the demo did not start its own)")
+    elif not serve:
+        console.print("  the demo's API has stopped with it; to browse: `provisioning api` (and "
+                      "`provisioning projector` while requests run), or `make demo` in a terminal")
 
 
 def _tenant(entity: str, name: str) -> tuple[str, dict]:

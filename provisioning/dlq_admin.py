@@ -146,6 +146,13 @@ def redrive(settings: Settings, letter: DeadLetter, *, changes: Mapping[str, str
     return request_id
 
 
+def find_and_redrive(settings: Settings, ref: str, changes: Mapping[str, str],
+                     operator: str) -> str:
+    """`redrive` the dead letter at `<partition>:<offset>` (the API's and the console's
+    redrive); its requestId. Raises DeadLetterNotFound, NotRedriven, TransientError."""
+    return redrive(settings, find(settings, ref), changes=changes, operator=operator)
+
+
 def checked_value(settings: Settings, ref: str, record_name: str,
                   command: Mapping[str, Any]) -> bytes:
     """The command's bytes, if the worker would take them: the worker's own check of a

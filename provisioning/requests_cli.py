@@ -83,8 +83,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         command.set_defaults(handler=_operate, action=name)
 
     token = commands.add_parser("token", help="print a development token (local signing key)")
-    token.add_argument("--subject", required=True, help="the caller's identity (sub)")
-    token.add_argument("--tenant", required=True, help="the caller's tenant (tenant_id)")
+    token.add_argument("--operator", action="store_true",
+                       help="an operator's token (read, retry, operate; subject ops-dev, tenant "
+                       "platform-ops unless given): sign in to the console with it")
+    token.add_argument("--subject", help="the caller's identity (sub); required without "
+                       "--operator")
+    token.add_argument("--tenant", help="the caller's tenant (tenant_id); required without "
+                       "--operator")
     token.add_argument("--permission", action="append", dest="permissions",
                        help="repeatable, e.g. provisioning:onboard; default: submit, read, "
                        "retry and onboard (a local developer acting as the platform)")
@@ -153,15 +158,25 @@ def _operate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+OPERATOR_SUBJECT, OPERATOR_TENANT = "ops-dev", "platform-ops"
+
+
 def _token(args: argparse.Namespace, settings: Settings) -> int:
-    from api.auth import ALL_PERMISSIONS, issue_token
+    from api.auth import ALL_PERMISSIONS, OPERATE, READ, RETRY, issue_token
     from provisioning.devservices.signing_key import KEY_ID, DevSigningKey
 
+    if args.operator:
+        subject = args.subject or OPERATOR_SUBJECT
+        tenant = args.tenant or OPERATOR_TENANT
+        default_permissions: tuple[str, ...] = (READ, RETRY, OPERATE)
+    elif args.subject and args.tenant:
+        subject, tenant, default_permissions = args.subject, args.tenant, ALL_PERMISSIONS
+    else:
+        raise ConfigurationError("token needs --subject and --tenant (or --operator)")
     key = DevSigningKey(Path(settings.dev_dir).resolve() / "auth").ensure()
     print(issue_token(key.private_key_pem(), key_id=KEY_ID, issuer=settings.auth_issuer,
-                      audience=settings.auth_audience, subject=args.subject,
-                      tenant_id=args.tenant,
-                      permissions=tuple(args.permissions or ALL_PERMISSIONS),
+                      audience=settings.auth_audience, subject=subject, tenant_id=tenant,
+                      permissions=tuple(args.permissions or default_permissions),
                       ttl_s=args.ttl, now=int(time.time())))
     return 0
 

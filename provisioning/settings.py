@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     api_max_wait_s: float = Field(
         60.0, ge=0, le=600, description="Longest `?wait=` a caller may ask for."
     )
+    console_stuck_after_s: int = Field(
+        900, ge=10, le=7 * 86_400,
+        description="The console calls a running request stuck when its row has not changed "
+        "for this long (the provisioning_stuck_requests view's default: 15 minutes).",
+    )
     auth_issuer: str = Field("provisioning-dev", description="Required `iss` of bearer tokens.")
     auth_audience: str = Field("provisioning-api", description="Required `aud` of bearer tokens.")
     auth_jwks_file: str | None = Field(

@@ -326,7 +326,8 @@ def _on_operator_retry(
 ) -> None:
     if state.status is not Status.FAILED or state.uncompensated_steps:
         return  # leftovers are cleared before the next run (see _held_by_leftovers)
-    t.emit(ProvisioningOperatorAction, operator=retry.operator, action="RETRY", reason=None)
+    t.emit(ProvisioningOperatorAction, operator=retry.operator, action="RETRY",
+           reason=retry.reason)
     start_run(
         t, registry.latest(state.workflow_type),
         request_id=state.request_id,

@@ -90,6 +90,7 @@ class TimerFired:
 class OperatorRetry:
     request_id: str
     operator: str
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -425,3 +425,48 @@ def test_wrong_network_values_fail_with_a_clear_message(helm: Path, setting: str
                  "--set-json", setting)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+# --- the operators' console (issue 18): the API Service and an optional Ingress ----------------
+
+
+def test_an_ingress_exposes_the_console_through_the_api_service_only_when_enabled(
+    helm: Path,
+) -> None:
+    assert by_kind(render(helm), "Ingress") == {}  # off by default: port-forward the Service
+    docs = render(helm, "--values", str(FULL))
+    ingress = by_kind(docs, "Ingress")["rel-provisioning"]["spec"]
+    assert ingress["ingressClassName"] == "nginx"
+    assert ingress["tls"] == [{"hosts": ["provisioning.platform.example.com"],
+                               "secretName": "provisioning-tls"}]
+    (rule,) = ingress["rules"]
+    assert rule["host"] == "provisioning.platform.example.com"
+    paths = {p["path"]: p for p in rule["http"]["paths"]}
+    assert set(paths) == {"/console", "/api"}
+    service = by_kind(docs, "Service")["rel-provisioning-api"]
+    for path in paths.values():
+        assert path["pathType"] == "Prefix"
+        assert path["backend"]["service"] == {"name": "rel-provisioning-api",
+                                              "port": {"name": "http"}}
+    assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
+    # the controller's namespace may reach the API port next to networkPolicy.apiFrom
+    api_policy = by_kind(docs, "NetworkPolicy")["rel-provisioning-api"]["spec"]
+    api_rule = next(r for r in api_policy["ingress"] if (8080, "TCP") in ports_of([r]))
+    assert {"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": "ingress-nginx"}}} in api_rule["from"]
+    console_only = by_kind(render(helm, "--set", "ingress.enabled=true"), "Ingress")
+    (rule,) = console_only["rel-provisioning"]["spec"]["rules"]
+    assert [p["path"] for p in rule["http"]["paths"]] == ["/console"]
+    assert "tls" not in console_only["rel-provisioning"]["spec"]
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("ingress.paths=[\"/metrics\"]", "at '/ingress/paths/0'"),
+    ("ingress.host=\"Not A Host\"", "at '/ingress/host'"),
+])
+def test_wrong_ingress_values_fail_with_a_clear_message(helm: Path, setting: str,
+                                                        message: str) -> None:
+    result = run(helm, "template", "rel", str(CHART), "--kube-version", KUBE_VERSION,
+                 "--set-json", setting)
+    assert result.returncode != 0
+    assert message in result.stderr

@@ -84,7 +84,11 @@ def start_api(settings: Settings, log_dir: Path, signing_key: DevSigningKey,
         except httpx.TransportError:
             return False
 
-    wait_until(answers, 30, "the API answering")
+    try:
+        wait_until(answers, 60, "the API answering")  # a loaded machine imports slowly
+    except BaseException:
+        api.kill()
+        raise
     return api, url
 
 
@@ -110,8 +114,17 @@ def running_stack(settings: Settings, kafka_admin: AdminClient, log_dir: Path,
     worker = WorkerProcess(settings, log_dir, group, extra_env=extra_env,
                            extra_args=worker_args).start()
     projector = ServiceProcess(settings, log_dir, ("projector", "--group", f"{group}-p")).start()
-    api, url = start_api(settings, log_dir, signing_key, max_wait_s=max_wait_s)
-    yield url, api
+    started: list[ServiceProcess] = [worker, projector]
+    try:
+        api, url = start_api(settings, log_dir, signing_key, max_wait_s=max_wait_s)
+        started.append(api)
+        yield url, api
+    except BaseException:
+        # A module fixture's processes outlive the per-test cleanup: end them here when the
+        # stack fails to start or its user fails.
+        for process in started:
+            process.kill()
+        raise
     codes = {process.args[0]: (process.stop(), process) for process in (api, projector, worker)}
     for name, (code, process) in codes.items():
         assert code == 0, f"{name} exited {code}: {process.log_text()[-3000:]}"

@@ -168,6 +168,12 @@ def test_an_operator_retry_of_a_failed_request_starts_the_next_run() -> None:
                   .events + trace.events) == trace.saga
 
 
+def test_an_operator_retry_records_the_operators_reason() -> None:
+    trace = drive(OperatorRetry(request_id="req-1", operator="alice", reason="card replaced"),
+                  state=failed(), at=T0 + 300_000)
+    assert (trace.events[0].action, trace.events[0].reason) == ("RETRY", "card replaced")
+
+
 def test_an_operator_retry_of_anything_but_failed_does_nothing() -> None:
     retry = OperatorRetry(request_id="req-1", operator="alice")
     for state in (in_progress(), completed()):
