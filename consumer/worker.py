@@ -261,10 +261,7 @@ class Worker:
             messages = self._next_batch(self._poll_timeout())
             for message in messages:
                 self._handle_message(message)
-            # Bounded per turn, like the records polled: a turn, and so the transaction it
-            # commits, must stay far from transaction.timeout.ms even on a starved CPU.
-            for step in self.steps.finished(limit=self.options.poll_batch):
-                self._handle_finished(step)
+            self._drain_finished()
             self._fire_timers()
             caught_up = len(messages) < self.options.poll_batch
             if self._commit_due(caught_up):
@@ -275,6 +272,22 @@ class Worker:
             self._rewind_or_wait()
         except ProducerFenced as exc:
             self._on_fenced(exc)
+
+    def _drain_finished(self) -> None:
+        """The outcomes of steps, again and again while more arrive: an eager in-process step
+        answers within microseconds, so a saga can go through several steps in this turn and
+        write one snapshot for all of them (measured on the no-op bench: 17 records per saga
+        when each step waited for the next turn). Bounded, like the records polled, and by the
+        commit interval: a turn, and so its transaction, must stay far from
+        transaction.timeout.ms even on a starved CPU."""
+        budget = 4 * self.options.poll_batch
+        while budget > 0 and self.checkpoint.age_s() * 1000 < self.options.commit_interval_ms:
+            finished = self.steps.finished(limit=min(budget, self.options.poll_batch))
+            if not finished:
+                return
+            budget -= len(finished)
+            for step in finished:
+                self._handle_finished(step)
 
     def _next_batch(self, timeout_s: float) -> list[Message]:
         """Up to `poll_batch` records, returning as soon as one is there: consume() alone
