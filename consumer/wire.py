@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -96,13 +97,24 @@ def _converters(cls: type) -> tuple[tuple[str, str, Any], ...]:
 
 
 def _converter(hint: Any) -> Any:
+    """The function that types a decoded value of a field annotated `hint`."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(hint) if a is not type(None)]
         return _converter(inner[0]) if len(inner) == 1 else _identity
     if hint in (str, int, float, bool, typing.Any):
         return _identity
-    return lambda value: _typed(hint, value)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return hint
+    if origin is tuple:
+        return tuple
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return functools.partial(from_record, hint)
+    if _is_mapping(origin):
+        return dict if origin in (dict, Mapping) else origin
+    if isinstance(hint, type) and issubclass(hint, Mapping) and hint is not dict:
+        return hint
+    return _identity
 
 
 def _identity(value: Any) -> Any:
@@ -119,33 +131,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [_plain(v) for v in value]
     return value
-
-
-def _typed(hint: Any, value: Any) -> Any:
-    if value is None:
-        return None
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _typed(inner[0], value) if len(inner) == 1 else value
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return hint(value)
-    if origin is tuple:
-        return tuple(value)
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return from_record(hint, value)
-    if origin is not None and isinstance(origin, type) and issubclass(origin, Mapping):
-        return _mapping(hint, value)
-    if isinstance(hint, type) and issubclass(hint, Mapping) and hint is not dict:
-        return hint(value)
-    return value
-
-
-def _mapping(hint: Any, value: Mapping[str, Any]) -> Any:
-    origin = typing.get_origin(hint)
-    if origin in (dict, Mapping, typing.Mapping):
-        return dict(value)
-    return origin(value)
 
 
 @cache

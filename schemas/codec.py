@@ -145,6 +145,11 @@ class Codec:
     def decode(self, data: bytes) -> Decoded:
         return self._decode(data, self._reader(data))
 
+    def fingerprints(self, record_name: str) -> frozenset[bytes]:
+        """The header fingerprints (bytes 2..9) under which `record_name` can be read: its
+        current schema and every released one."""
+        return frozenset(f for f, r in self._readers.items() if r.record_name == record_name)
+
     def record_name_of(self, data: bytes) -> str:
         """The record the bytes hold, from their header alone (nothing decoded)."""
         return self._reader(data).record_name
@@ -244,6 +249,11 @@ def decode(data: bytes) -> Decoded:
     `TruncatedRecord`, `MalformedRecord` or `UnknownFingerprint`.
     """
     return default_codec().decode(data)
+
+
+def fingerprints(record_name: str) -> frozenset[bytes]:
+    """See `Codec.fingerprints`."""
+    return default_codec().fingerprints(record_name)
 
 
 def record_name_of(data: bytes) -> str:
