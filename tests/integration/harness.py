@@ -6,16 +6,19 @@ and `TopicReader` follows a topic read_committed, decoding every record with the
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +109,34 @@ class WorkerProcess(ServiceProcess):
                                              self.instance_id, "--processes", str(processes),
                                              *extra_args),
                          extra_env=extra_env or {}, name=self.instance_id)
+
+
+class JsonParticipant(BaseHTTPRequestHandler):
+    """An HTTP participant a test writes in a few lines: `do_POST` reads `self.body()` and
+    answers with `self.answer(status, json_or_bytes)`; nothing is logged."""
+
+    def body(self) -> dict[str, Any]:
+        return json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+
+    def answer(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def serve_http(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
+    """`handler` served on a loopback port from a daemon thread; the server and its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def wait_until(done: Callable[[], Any], timeout_s: float, what: str,

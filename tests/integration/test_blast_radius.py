@@ -8,14 +8,11 @@ never exits, and the others complete within 60 s.
 
 from __future__ import annotations
 
-import json
 import random
 import string
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +27,14 @@ from confluent_kafka.admin import (
     ConfigResource,
     NewTopic,
 )
-from harness import TopicReader, WorkerProcess, free_port, wait_until
+from harness import (
+    JsonParticipant,
+    TopicReader,
+    WorkerProcess,
+    free_port,
+    serve_http,
+    wait_until,
+)
 from prometheus_client.parser import text_string_to_metric_families
 from test_worker import _tenant_command
 
@@ -53,7 +57,7 @@ OTHERS_WITHIN_S = 60
 # --- a participant service that misbehaves on request -------------------------------------------
 
 
-class Stub(BaseHTTPRequestHandler):
+class Stub(JsonParticipant):
     """`tenant.create-admin-role` as an HTTP service. By the entity's name: `surrogate-` answers
     400 with a lone surrogate in its JSON (valid JSON, unencodable text), `longreason-` 422 with
     1,000 random letters, `huge-` succeeds with an output of 950 KB, `slow-` takes `slow_s`
@@ -64,41 +68,30 @@ class Stub(BaseHTTPRequestHandler):
     slow_s = 1.0
 
     def do_POST(self) -> None:  # noqa: N802 - the http.server API
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        body = self.body()
         entity = body["params"].get("entityId", "")
         Stub.calls.append((entity, body["action"]))
         if body["action"] == "COMPENSATE":
-            self._answer(200, b"{}")
+            self.answer(200, {})
         elif entity.startswith("surrogate-"):
-            self._answer(400, b'{"detail": "no role for \\ud800 here"}')
+            self.answer(400, b'{"detail": "no role for \\ud800 here"}')
         elif entity.startswith("longreason-"):
             reason = "".join(random.choice(string.ascii_letters) for _ in range(1000))
-            self._answer(422, json.dumps({"detail": reason}).encode())
+            self.answer(422, {"detail": reason})
         elif entity.startswith("huge-"):
-            self._answer(200, json.dumps({"output": {"adminUserId": "x" * 950_000}}).encode())
+            self.answer(200, {"output": {"adminUserId": "x" * 950_000}})
         else:
             if entity.startswith("slow-"):
                 time.sleep(Stub.slow_s)
-            self._answer(200, json.dumps({"output": {"adminUserId": f"http-{entity}"}}).encode())
-
-    def _answer(self, status: int, payload: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args: object) -> None:
-        pass
+            self.answer(200, {"output": {"adminUserId": f"http-{entity}"}})
 
 
 @pytest.fixture
 def stub_url() -> Iterator[str]:
     Stub.calls = []
     Stub.slow_s = 1.0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Stub)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/steps"
+    server, url = serve_http(Stub)
+    yield f"{url}/steps"
     server.shutdown()
     server.server_close()
 

@@ -18,13 +18,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from confluent_kafka.admin import AdminClient
-from harness import WorkerProcess, wait_until
+from harness import JsonParticipant, WorkerProcess, wait_until
 from test_remote_participants import start_stack, stop_stack, tenant, tenants_of
 from tls_certs import TlsFiles, make_tls_files, server_context
 
@@ -64,10 +64,10 @@ class ScriptedService:
     def start(self) -> str:
         service = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonParticipant):
             def do_POST(self) -> None:  # noqa: N802 - the http.server API
                 arrived = time.monotonic()
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = self.body()
                 peer = (self.connection.getpeercert()  # type: ignore[attr-defined]
                         if service.tls is not None else None) or {}
                 entity = body["params"].get("entityId", "")
@@ -78,19 +78,8 @@ class ScriptedService:
                     dict(p[0] for p in peer.get("subject", ())).get("commonName"), arrived))
                 status, headers = (service.answer(entity, body["action"], body["attempt"])
                                    if service.scripted else (200, {}))
-                payload = json.dumps(
-                    {"output": {"adminUserId": f"admin-{entity}"}} if status == 200
-                    else {"detail": f"scripted {status}"}).encode()
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: object) -> None:
-                pass
+                self.answer(status, {"output": {"adminUserId": f"admin-{entity}"}}
+                            if status == 200 else {"detail": f"scripted {status}"}, headers)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         scheme = "http"

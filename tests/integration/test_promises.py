@@ -7,13 +7,10 @@ finished sagas after a 3 s idempotency window, so the tests can also look past i
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -22,7 +19,7 @@ import sqlalchemy as sa
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
-from harness import ROOT, TopicReader, free_port, wait_until
+from harness import ROOT, JsonParticipant, TopicReader, free_port, serve_http, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 from test_api import (  # noqa: F401 - signing_key, stack_settings, token: fixtures
     PREFIX,
@@ -355,8 +352,8 @@ def test_a_tenant_run_retried_by_an_operator_over_kafka_carries_its_own_tenant(
     never the compensated T1."""
     settings = stack_settings.model_copy(
         update={"topic_prefix": f"{stack_settings.topic_prefix}.runs{uuid.uuid4().hex[:6]}"})
-    billing = _FailsInRunOne().start()
-    routing = f'[steps."tenant.setup-billing"]\nadapter = "{billing.url}"\n'
+    billing, billing_url = serve_http(_FailsInRunOne)
+    routing = f'[steps."tenant.setup-billing"]\nadapter = "{billing_url}/billing"\n'
     with running_stack(settings, kafka_admin, tmp_path, signing_key,
                        routing=routing) as (url, _), httpx.Client(base_url=url,
                                                                   timeout=40) as api:
@@ -376,7 +373,8 @@ def test_a_tenant_run_retried_by_an_operator_over_kafka_carries_its_own_tenant(
         status = api.get(f"{PREFIX}/{request_id}/status", headers=auth(token(), "platform"))
         trail = api.get(f"{PREFIX}/{request_id}/events",
                         headers=auth(token(), "platform")).json()["events"]
-    billing.stop()
+    billing.shutdown()
+    billing.server_close()
 
     created = {e["run"]: e["details"]["output"]["tenantId"] for e in trail
                if e["type"] == "ProvisioningStepCompleted" and e["step"] == "create-tenant"}
@@ -415,30 +413,12 @@ def _latest_state(settings: Settings, request_id: str) -> dict:
     return latest
 
 
-class _FailsInRunOne:
+class _FailsInRunOne(JsonParticipant):
     """`setup-billing` over HTTP: refuses run 1 for good (422), does it in any later run."""
 
-    def start(self) -> _FailsInRunOne:
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - the http.server API
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                refused = body["run"] == 1 and body["action"] == "EXECUTE"
-                answer = ({"detail": "billing is down for maintenance"} if refused else
-                          {"output": {"billingAccountId": f"b-{body['run']}"}})
-                payload = json.dumps(answer).encode()
-                self.send_response(422 if refused else 200)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/billing"
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+        body = self.body()
+        if body["run"] == 1 and body["action"] == "EXECUTE":
+            self.answer(422, {"detail": "billing is down for maintenance"})
+        else:
+            self.answer(200, {"output": {"billingAccountId": f"b-{body['run']}"}})

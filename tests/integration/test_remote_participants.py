@@ -3,20 +3,26 @@ by a real server on loopback, routed by a routing file the worker reads at start
 
 from __future__ import annotations
 
-import json
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from confluent_kafka.admin import AdminClient
-from harness import ROOT, ServiceProcess, TopicReader, WorkerProcess, process_env
+from harness import (
+    ROOT,
+    JsonParticipant,
+    ServiceProcess,
+    TopicReader,
+    WorkerProcess,
+    process_env,
+    serve_http,
+)
 from test_worker import _tenant_command
 
 from consumer.participants.builtin.registry import add_entity
@@ -214,26 +220,16 @@ class IdentityService:
     def start(self) -> str:
         service = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonParticipant):
             def do_POST(self) -> None:  # noqa: N802 - the http.server API
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                body = self.body()
                 service.received.append((self.headers["Idempotency-Key"], body))
                 planned = service.script.get(body["params"].get("entityId", ""), [])
-                status, answer = planned.pop(0) if planned else (
-                    200, {"output": {"adminUserId": f"admin-{body['requestId'][:8]}"}})
-                payload = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self.answer(*planned.pop(0) if planned else (
+                    200, {"output": {"adminUserId": f"admin-{body['requestId'][:8]}"}}))
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return f"http://127.0.0.1:{self.server.server_address[1]}/steps"
+        self.server, url = serve_http(Handler)
+        return f"{url}/steps"
 
     def stop(self) -> None:
         if self.server is not None:
