@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from consumer import wire
@@ -60,7 +60,9 @@ from consumer.timers import TimerQueue
 from consumer.watchdog import PartitionWatchdog
 from provisioning import metrics
 from provisioning.errors import CodecError, ConfigurationError, ProvisioningError, TransientError
+from provisioning.kafka_access import KafkaAccessDenied, client_config, denial, raise_if_denied
 from provisioning.ops import lag_from_statistics
+from provisioning.replication import TRANSACTION_LOG, check_replication
 from provisioning.settings import Settings
 from provisioning.topics import ReplyTopicRule, TopicLayout, verify_copartitioning
 from sagas import (
@@ -172,7 +174,10 @@ class Worker:
         self._generation: dict[int, int] = {}
         self._paused = False
         self._stopping = False
-        self._admin = AdminClient(settings.kafka_config(), logger=log)
+        self._admin = AdminClient(client_config(settings), logger=log)
+        # A write to one of the service's own topics that the cluster refused: the worker's
+        # ACLs are wrong, and replaying the transaction would only be refused again.
+        self._refused: KafkaAccessDenied | None = None
         self.reply_topics = ReplyTopics(
             ReplyTopicRule(self.topics, settings.reply_topic_pattern), self._admin)
         self._rewind_pending = False
@@ -202,7 +207,10 @@ class Worker:
     def run(self) -> None:
         """Run until `stop()` (or SIGTERM/SIGINT), then finish the transaction and close."""
         self._check_topics()
-        self.producer.init_transactions(30)
+        self._init_transactions()
+        # After init_transactions: on a fresh cluster the transaction log exists from then on.
+        check_replication(self._admin, self.settings,
+                          [TRANSACTION_LOG, self.topics.state, self.topics.events])
         self.consumer.subscribe(
             [self.topics.commands, self.topics.step_replies],
             on_assign=self._on_assign,
@@ -239,6 +247,8 @@ class Worker:
 
     def turn(self) -> None:
         self._turn_started = time.monotonic()
+        if self._refused is not None:
+            raise self._refused
         if self._rewind_pending:
             self._rewind_or_wait()
             return
@@ -291,6 +301,8 @@ class Worker:
 
     def _handle_message(self, message: Message) -> None:
         if message.error():
+            raise_if_denied(message.error(), self.settings, "Read", topic=message.topic(),
+                            group=self.options.group_id)
             log.warning("consume error", extra={"error": str(message.error())})
             return
         partition = message.partition()
@@ -513,6 +525,8 @@ class Worker:
         log.error("delivery failed", extra={"topic": topic, "error": str(error)})
         if self.reply_topics.rule.problem(topic) is None:  # a caller's topic, not ours
             self.reply_topics.refused(topic, error)
+        elif self._refused is None:
+            self._refused = denial(error, self.settings, "Write", topic=topic)
 
     def _remote(self, effect: ExecuteStep | CompensateStep) -> str | None:
         """The Kafka participant the step is routed to, if it is."""
@@ -799,18 +813,41 @@ class Worker:
             return False, stalled
         return True, f"owns partitions {self.store.partitions()}"
 
+    def _init_transactions(self) -> None:
+        try:
+            self.producer.init_transactions(30)
+        except KafkaException as exc:
+            raise_if_denied(exc.args[0], self.settings, "Write",
+                            transactional_id=self._transactional_id)
+            raise TransientError(f"initialising transactions: {exc.args[0].str()}") from exc
+
     def _check_topics(self) -> None:
-        admin = self._admin
+        """Every topic exists and this principal may see it; co-partitioning holds."""
         specs = self.topics.specs(self.settings.topic_partitions,
                                   participants=sorted(self.routing.kafka_participants()),
                                   max_command_bytes=self.settings.max_command_bytes)
-        metadata = while_broker_unavailable(lambda: admin.list_topics(timeout=10))
-        missing = [s.name for s in specs if s.name not in metadata.topics]
+        missing = []
+        for spec in specs:
+            # One topic at a time: a listing of all topics leaves out, without a word, those
+            # the principal may not describe; a named one answers "authorization failed".
+            found = while_broker_unavailable(lambda name=spec.name: self._metadata(name))
+            topic = found.topics.get(spec.name)
+            error = topic.error if topic is not None else None
+            raise_if_denied(error, self.settings, "Describe", topic=spec.name)
+            if topic is None or (error is not None
+                                 and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+                missing.append(spec.name)
         if missing:
             raise ConfigurationError(
                 f"topics missing: {', '.join(missing)}; run `provisioning topics create`"
             )
-        verify_copartitioning(admin, specs)
+        verify_copartitioning(self._admin, specs)
+
+    def _metadata(self, topic: str) -> Any:
+        try:
+            return self._admin.list_topics(topic, timeout=10)
+        finally:
+            self._admin.poll(0)  # a refused login raises here, from the error callback
 
 
 def _reply_input(reply: dict[str, Any]) -> StepResult | CompensationResult:

@@ -67,7 +67,7 @@ from projection.triage import (
     readiness_reason,
     triage,
 )
-from provisioning import metrics
+from provisioning import kafka_access, metrics
 from provisioning.errors import TransientError
 from provisioning.ops import lag_from_statistics, start_ops
 from provisioning.settings import Settings
@@ -97,6 +97,7 @@ class Projector:
                  options: ProjectorOptions = ProjectorOptions(),
                  codec: Codec | None = None) -> None:
         self._engine = engine
+        self._settings = settings
         self._options = options
         # The schemas this process was deployed with; a test may give a newer set.
         self._codec = codec or default_codec()
@@ -107,7 +108,7 @@ class Projector:
             settings, options.group, stats_cb=self._statistics,
             **{"statistics.interval.ms": 5000})
         self._dlq_producer = Producer({
-            **settings.kafka_config(),
+            **kafka_access.client_config(settings),
             "enable.idempotence": True,
             "acks": "all",
             "partitioner": "murmur2_random",  # a request's dead letters together, as Java would
@@ -155,6 +156,8 @@ class Projector:
             if m.error() is None:
                 messages.append(m)
             elif not _is_partition_eof(m):
+                kafka_access.raise_if_denied(m.error(), self._settings, "Read",
+                                             topic=self._topic, group=self._options.group)
                 log.warning("consume error: %s", m.error())
         if not messages:
             return None
@@ -227,7 +230,9 @@ class Projector:
         except (KafkaException, BufferError) as exc:
             self._drop_unsent_dead_letters()
             raise TransientError(f"dead letters not written to {self._dlq_topic}: {exc}") from exc
-        unsent = self._dlq_producer.flush(self._options.dead_letter_timeout_s)
+        unsent = kafka_access.flush(self._dlq_producer, self._options.dead_letter_timeout_s)
+        for error in refused:  # replaying the batch would be refused again: stop, saying why
+            kafka_access.raise_if_denied(error, self._settings, "Write", topic=self._dlq_topic)
         if unsent or refused:
             self._drop_unsent_dead_letters()
             why = refused[0] if refused else f"{unsent} not delivered in time"
