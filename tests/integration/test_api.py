@@ -65,8 +65,8 @@ def token(signing_key: DevSigningKey) -> Token:
 
 
 def start_api(settings: Settings, log_dir: Path, signing_key: DevSigningKey,
-              max_wait_s: float = 30, extra_env: dict[str, str] | None = None
-              ) -> tuple[ServiceProcess, str]:
+              max_wait_s: float = 30, extra_env: dict[str, str] | None = None,
+              start_timeout_s: float = 30) -> tuple[ServiceProcess, str]:
     """`provisioning api` trusting `signing_key` (unless `extra_env` says otherwise), once it
     answers; returns the process and its URL."""
     port = free_port()
@@ -84,7 +84,7 @@ def start_api(settings: Settings, log_dir: Path, signing_key: DevSigningKey,
         except httpx.TransportError:
             return False
 
-    wait_until(answers, 30, "the API answering")
+    wait_until(answers, start_timeout_s, "the API answering")
     return api, url
 
 
