@@ -32,7 +32,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 
 from consumer import wire
-from consumer.checkpoint import Checkpoint, ProducerFenced, TransactionAborted
+from consumer.checkpoint import Checkpoint, ProducerFailed, ProducerFenced, TransactionAborted
 from consumer.commands import InvalidCommand, read_command
 from consumer.dlq import dead_letter, readable_request_id
 from consumer.kafka_clients import (
@@ -89,6 +89,9 @@ from sagas.outcomes import UNRECORDABLE
 from schemas import codec
 
 log = logging.getLogger(__name__)
+# Fenced this often within the window: another live process has this transactional id.
+MAX_FENCINGS = 3
+FENCING_WINDOW_S = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +184,7 @@ class Worker:
         self.reply_topics = ReplyTopics(
             ReplyTopicRule(self.topics, settings.reply_topic_pattern), self._admin)
         self._rewind_pending = False
+        self._fencings: list[float] = []  # when the producer was fenced (monotonic)
         self._started = False
         # State records of this transaction, the last per saga (see checkpoint step 1).
         self._snapshots: dict[tuple[int, str], dict[str, Any]] = {}
@@ -225,6 +229,10 @@ class Worker:
             while not self._stopping:
                 self.turn()
             self._commit()
+        except BaseException:
+            # Said now: closing may fail too, and its error would hide this one.
+            log.exception("worker stopping on an error")
+            raise
         finally:
             self.close()
 
@@ -241,7 +249,10 @@ class Worker:
         with contextlib.suppress(KafkaException, RuntimeError):
             self.consumer.close()
         self._restorer.close()
-        self.producer.flush(10)
+        # A producer lost to a fencing raises from flush (through the binding's log callback,
+        # as a SystemError): nothing of its transaction may be delivered anyway.
+        with contextlib.suppress(KafkaException, SystemError):
+            self.producer.flush(10)
 
     # --- one turn of the loop ------------------------------------------------------------------
 
@@ -266,12 +277,28 @@ class Worker:
             if self._commit_due(caught_up):
                 self._commit()
             self._apply_flow_control()
+        except (ProducerFenced, ProducerFailed) as exc:
+            self._producer_lost(exc)
         except TransactionAborted as exc:
             log.warning("transaction aborted, rewinding", extra={"reason": str(exc)})
             self._rewind_or_wait()
-        except ProducerFenced:
-            log.error("producer fenced: another worker owns this transactional id; stopping")
+
+    def _producer_lost(self, exc: ProducerFenced | ProducerFailed) -> None:
+        """Renew the producer (and rewind), unless it was lost again and again: then another
+        live process uses this transactional id (the same --instance-id; each fences the
+        other), and this one stops. A single loss is what a broker failover does to a
+        transaction that outlived transaction.timeout.ms (seen in the replicated chaos run)."""
+        now = time.monotonic()
+        self._fencings = [t for t in self._fencings if now - t < FENCING_WINDOW_S] + [now]
+        if len(self._fencings) >= MAX_FENCINGS:
+            log.error("producer fenced %d times within %d s: another process uses this "
+                      "transactional id; stopping", len(self._fencings), FENCING_WINDOW_S,
+                      extra={"reason": str(exc)})
+            self.checkpoint.abort()  # nothing of its transaction may be committed by this one
             self._stopping = True
+            return
+        log.warning("producer fenced, renewing it and rewinding", extra={"reason": str(exc)})
+        self._rewind_or_wait()
 
     def _next_batch(self, timeout_s: float) -> list[Message]:
         """Up to `poll_batch` records, returning as soon as one is there: consume() alone
@@ -514,6 +541,8 @@ class Worker:
             except BufferError:
                 self.producer.poll(0.05)  # the local queue is full: let deliveries drain
             except KafkaException as exc:
+                if exc.args[0].code() == KafkaError._FATAL:  # fenced, most likely
+                    raise ProducerFailed(f"producing to {topic}: {exc}") from exc
                 raise TransactionAborted(f"producing to {topic}: {exc}") from exc
 
     def _delivered(self, error: Any, message: Message) -> None:
@@ -674,7 +703,10 @@ class Worker:
         try:
             self._commit()
         except (TransactionAborted, KafkaException):
-            self.checkpoint.abort()
+            with contextlib.suppress(ProducerFenced):
+                self.checkpoint.abort()
+        except ProducerFenced:
+            self.checkpoint.open = False  # nothing of it may be committed by this process
         self._forget({tp.partition for tp in partitions})
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -713,6 +745,8 @@ class Worker:
         try:
             self._rewind()
             self._rewind_pending = False
+        except ProducerFenced as exc:  # the renewed producer too (counted: bounded)
+            self._producer_lost(exc)
         except (TransientError, KafkaException) as exc:
             log.warning("cannot rewind yet, retrying in 1 s", extra={"reason": str(exc)})
             self._rewind_pending = True
