@@ -15,6 +15,7 @@ applies the ACLs with the service's own commands (`topics create`, `acls apply`)
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -61,9 +62,13 @@ class SecureCluster:
         return Settings(**fields).model_copy(update=update)
 
     def admin(self) -> AdminClient:
+        """The operator's admin client; librdkafka's complaints while a broker is down go to a
+        quiet logger, not the test's output."""
         from provisioning.kafka_access import client_config
 
-        return AdminClient(client_config(self.settings("operator", "")))
+        quiet = logging.getLogger("tests.secure_cluster")
+        quiet.setLevel(logging.CRITICAL)
+        return AdminClient(client_config(self.settings("operator", "")), logger=quiet)
 
     def cli(self, role: str, prefix: str, *args: str, timeout_s: float = 120,
             extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -45,6 +45,9 @@ from provisioning.devservices.process import (
 )
 
 START_TIMEOUT_S = 90.0
+# A node of a cluster replays the metadata log and catches up its replicas before it counts as
+# started; three JVMs on a loaded two-core machine were seen to take 110 s.
+CLUSTER_START_TIMEOUT_S = 300.0
 PORT_STRIDE = 10  # node n's ports are node 1's plus PORT_STRIDE·(n−1)
 ROLES = ("broker", "controller")
 
@@ -189,7 +192,7 @@ class LocalKafka:
                 self._prepare(node, java, classpath)
             for node in stopped:
                 self._spawn(node, java, classpath)
-        wait_until(self.answers, START_TIMEOUT_S, self.shape.describe(), self.log_file)
+        wait_until(self.answers, self._start_timeout_s, self.shape.describe(), self.log_file)
         if self.principals is not None:
             self._with_admin(self.principals.register, probe=False)
         return bool(stopped)
@@ -208,8 +211,8 @@ class LocalKafka:
             java = require_executable("java", "install a Java 17+ runtime")
             self._refuse_taken_ports(node)
             self._spawn(node, java, self._classpath())
-        wait_until(lambda: self.answers([node_id]), START_TIMEOUT_S, f"Kafka node {node_id}",
-                   node.log_file)
+        wait_until(lambda: self.answers([node_id]), self._start_timeout_s,
+                   f"Kafka node {node_id}", node.log_file)
 
     def stop_node(self, node_id: int) -> None:
         """SIGTERM: the node hands its partitions over and leaves (controlled shutdown)."""
@@ -272,6 +275,10 @@ class LocalKafka:
 
     # --- internals -------------------------------------------------------------------------
 
+    @property
+    def _start_timeout_s(self) -> float:
+        return START_TIMEOUT_S if self.shape.brokers == 1 else CLUSTER_START_TIMEOUT_S
+
     def _address(self, node_id: int) -> NodeAddress:
         offset = PORT_STRIDE * (node_id - 1)
         return NodeAddress(node_id, self.port + offset, self.controller_port + offset,
@@ -323,8 +330,15 @@ class LocalKafka:
 
     def _jvm_options(self) -> list[str]:
         log4j = resources.files("provisioning.devservices") / "log4j2.xml"
-        return ["-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true",
-                f"-Dlog4j2.configurationFile={log4j}"]
+        options = ["-Xms256m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+                   f"-Dlog4j2.configurationFile={log4j}"]
+        if self.shape.brokers > 1:
+            # Several JVMs share a developer machine's cores: the C1 compiler only (a fraction
+            # of the start-up CPU of C2) and one GC thread each. Throughput here is the
+            # service's, not the brokers'.
+            options += ["-XX:TieredStopAtLevel=1", "-XX:CICompilerCount=1",
+                        "-XX:ParallelGCThreads=1", "-XX:ConcGCThreads=1"]
+        return options
 
     def _classpath(self) -> str:
         pom = Path(str(resources.files("provisioning.devservices") / "pom.xml"))

@@ -84,7 +84,11 @@ def start_api(settings: Settings, log_dir: Path, signing_key: DevSigningKey,
         except httpx.TransportError:
             return False
 
-    wait_until(answers, start_timeout_s, "the API answering")
+    try:
+        wait_until(answers, start_timeout_s, "the API answering")
+    except AssertionError:
+        api.kill()  # not left running behind a fixture that fails here
+        raise
     return api, url
 
 

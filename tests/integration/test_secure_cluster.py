@@ -75,19 +75,22 @@ def stack(secure_cluster: SecureCluster, migrated: sa.Engine, signing_key: DevSi
     def settings(role: str) -> Settings:
         return secure_cluster.settings(role, prefix)
 
-    processes: list[ServiceProcess] = [
-        # Default group names: the ACLs name them.
-        WorkerProcess(settings("worker"), logs, "provisioning-worker",
-                      extra_env=worker_env).start(),
-        ServiceProcess(settings("projector"), logs, ("projector",)).start(),
-        participant_process(settings("participant"), logs, "--name", PARTICIPANT),
-    ]
-    # Four processes start at once, each opening TLS connections to three brokers.
-    api, url = start_api(settings("api"), logs, signing_key, start_timeout_s=120)
-    processes.append(api)
-    yield SecureStack(secure_cluster, prefix, url, processes)
-    for process in processes:
-        code = process.stop()
+    processes: list[ServiceProcess] = []
+    try:
+        processes += [
+            # Default group names: the ACLs name them.
+            WorkerProcess(settings("worker"), logs, "provisioning-worker",
+                          extra_env=worker_env).start(),
+            ServiceProcess(settings("projector"), logs, ("projector",)).start(),
+            participant_process(settings("participant"), logs, "--name", PARTICIPANT),
+        ]
+        # Four processes start at once, each opening TLS connections to three brokers.
+        api, url = start_api(settings("api"), logs, signing_key, start_timeout_s=120)
+        processes.append(api)
+        yield SecureStack(secure_cluster, prefix, url, processes)
+    finally:
+        codes = [(process, process.stop()) for process in processes]
+    for process, code in codes:
         assert code == 0, f"{process.args[0]} exited {code}: {process.log_text()[-3000:]}"
     _assert_no_password_in(logs, secure_cluster)
 
@@ -165,6 +168,17 @@ def test_operators_read_the_dead_letters_through_the_api_under_its_principal(
                      permissions=("provisioning:operate", "provisioning:read"))
     answer = client.get("/api/v1/admin/dlq", headers=auth(operator, "platform-ops"))
     assert answer.status_code == 200, answer.text
+
+
+def test_acls_apply_a_second_time_adds_nothing(stack: SecureStack) -> None:
+    again = stack.cluster.cli("operator", stack.prefix, "acls", "apply", "--participant",
+                              PARTICIPANT, "--reply-topic-prefix", f"{stack.prefix}.replies.")
+
+    assert again.returncode == 0, again.stderr
+    lines = again.stdout.splitlines()
+    assert lines and all(line.startswith("exists") for line in lines), again.stdout
+    assert any("User:provisioning-worker" in line and "TransactionalId provisioning-worker-"
+               in line for line in lines)
 
 
 def test_every_topic_and_the_internal_ones_have_three_replicas_and_min_insync_two(
