@@ -11,7 +11,11 @@ naming the principal, the operation and the topic, within seconds.
 from __future__ import annotations
 
 import functools
+import json
+import os
 import re
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -168,6 +172,38 @@ def test_operators_read_the_dead_letters_through_the_api_under_its_principal(
                      permissions=("provisioning:operate", "provisioning:read"))
     answer = client.get("/api/v1/admin/dlq", headers=auth(operator, "platform-ops"))
     assert answer.status_code == 200, answer.text
+
+
+def test_dev_status_lists_every_node_and_dev_env_prints_each_roles_settings(
+    secure_cluster: SecureCluster,
+) -> None:
+    from secure_cluster import FOLDER
+
+    env = {**os.environ, "PROVISIONING_DEV_DIR": str(FOLDER),
+           "PROVISIONING_DEV_KAFKA_PORT": str(secure_cluster.kafka.port),
+           "PROVISIONING_DEV_KAFKA_CONTROLLER_PORT": str(secure_cluster.kafka.controller_port)}
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "provisioning.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    status = json.loads(cli("dev", "status", "--json"))["kafka"]
+    assert (status["brokers"], status["secure"], status["replication_factor"],
+            status["min_insync_replicas"]) == (3, True, 3, 2)
+    nodes = status["nodes"]
+    assert [n["id"] for n in nodes] == [1, 2, 3]
+    for node in nodes:
+        assert node["roles"] == ["broker", "controller"] and node["pid"] > 0
+        assert Path(node["data_dir"], "meta.properties").exists()
+    assert sum(n["active_controller"] for n in nodes) == 1
+    assert status["bootstrap"] == ",".join(f"127.0.0.1:{n['port']}" for n in nodes)
+
+    exports = cli("dev", "env", "--role", "participant")
+    assert "export PROVISIONING_KAFKA_SASL_USERNAME=participant-entity-management" in exports
+    assert "export PROVISIONING_KAFKA_SECURITY_PROTOCOL=SASL_SSL" in exports
+    assert "export PROVISIONING_REQUIRED_MIN_INSYNC_REPLICAS=2" in exports
 
 
 def test_acls_apply_a_second_time_adds_nothing(stack: SecureStack) -> None:
