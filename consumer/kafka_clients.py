@@ -18,6 +18,10 @@ T = TypeVar("T")
 
 def transactional_producer(settings: Settings, transactional_id: str) -> Producer:
     """A producer whose events, state records and consumed offsets commit atomically."""
+    return Producer(transactional_config(settings, transactional_id), logger=log)
+
+
+def transactional_config(settings: Settings, transactional_id: str) -> dict[str, Any]:
     config: dict[str, Any] = {
         **client_config(settings),
         "transactional.id": transactional_id,
@@ -33,7 +37,7 @@ def transactional_producer(settings: Settings, transactional_id: str) -> Produce
         # this timeout; transactions last ~100 ms, so 10 s is ample and bounds the takeover.
         "transaction.timeout.ms": 10_000,
     }
-    return Producer(config, logger=log)
+    return config
 
 
 def group_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:

@@ -56,6 +56,7 @@ from tenacity import (
 
 from consumer.dlq import dead_letter
 from consumer.kafka_clients import group_consumer
+from producers.commands import producer_config
 from projection import store
 from projection.fold import Event
 from projection.triage import (
@@ -107,13 +108,9 @@ class Projector:
         self._consumer: Consumer = group_consumer(
             settings, options.group, stats_cb=self._statistics,
             **{"statistics.interval.ms": 5000})
-        self._dlq_producer = Producer({
-            **kafka_access.client_config(settings),
-            "enable.idempotence": True,
-            "acks": "all",
-            "partitioner": "murmur2_random",  # a request's dead letters together, as Java would
-            "linger.ms": 5,
-        }, logger=log)
+        # The service's producer settings: acks=all, idempotent, and the Java client's
+        # partitioner, so a request's dead letters land together, as from Java.
+        self._dlq_producer = Producer(producer_config(settings), logger=log)
         self._stopping = threading.Event()
         # Written by the poll loop, read by /readyz on the ops thread.
         self._holds: dict[PartitionKey, Hold] = {}

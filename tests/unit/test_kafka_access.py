@@ -74,3 +74,4 @@ def test_the_principal_as_the_brokers_see_it() -> None:
     assert principal_of(WORKER) == "User:provisioning-worker"
     mtls = Settings(kafka_security_protocol="SSL", kafka_ssl_certificate_location="/tls/w.crt")
     assert principal_of(mtls) == "the principal of certificate /tls/w.crt"
+
