@@ -69,6 +69,7 @@ from projection import store
 from projection.fold import RequestRow
 from provisioning.database import create_engine, database_answers
 from provisioning.errors import ProvisioningError, TransientError
+from provisioning.kafka_access import KafkaAccessDenied
 from provisioning.ops import start_ops
 from provisioning.settings import Settings, get_settings
 from provisioning.topics import ReplyTopicRule, TopicLayout
@@ -377,6 +378,12 @@ async def _publish(svc: Services, record_name: str, command: dict[str, Any],
                    traceparent: str | None) -> None:
     try:
         await svc.publisher.publish(record_name, command, traceparent)
+    except KafkaAccessDenied:
+        # Logged with the principal and topic by the publisher; the caller learns only that
+        # the service cannot take commands now.
+        raise Problem(503, "the command could not be queued: the service may not write its "
+                           "commands topic (an operator must fix its Kafka ACLs); nothing was "
+                           "started", headers={"Retry-After": "30"}) from None
     except (TransientError, PublishError) as exc:
         raise Problem(503, f"the command could not be queued ({exc}); nothing was started, "
                            "send it again with the same requestId",

@@ -17,6 +17,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from producers.commands import PublishError, command_producer_config
 from provisioning.errors import TransientError
+from provisioning.kafka_access import KafkaAccessDenied, denial
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout
 from schemas import codec
@@ -26,7 +27,9 @@ log = logging.getLogger("provisioning.api")
 
 class AsyncCommandPublisher:
     def __init__(self, settings: Settings) -> None:
+        self._settings = settings
         self._topic = TopicLayout(settings.topic_prefix).commands
+        self._refused: KafkaAccessDenied | None = None  # the login, by the error callback
         self._producer = Producer({**command_producer_config(settings), "linger.ms": 2},
                                   logger=log)
         self._stopping = threading.Event()
@@ -40,8 +43,13 @@ class AsyncCommandPublisher:
         delivered: asyncio.Future[None] = loop.create_future()
 
         def on_delivery(error: KafkaError | None, message: Message) -> None:
-            loop.call_soon_threadsafe(_settle, delivered, error)
+            refused = denial(error, self._settings, "Write", topic=self._topic)
+            if refused is not None:
+                log.error("%s", refused)
+            loop.call_soon_threadsafe(_settle, delivered, refused or error)
 
+        if self._refused is not None:
+            raise self._refused
         request_id = str(command["requestId"])
         try:
             self._producer.produce(
@@ -62,13 +70,19 @@ class AsyncCommandPublisher:
 
     def _serve_callbacks(self) -> None:
         while not self._stopping.is_set():
-            self._producer.poll(0.1)
+            try:
+                self._producer.poll(0.1)
+            except KafkaAccessDenied as refused:  # the login: every publish fails from now
+                log.error("%s", refused)
+                self._refused = refused
 
 
-def _settle(delivered: asyncio.Future[None], error: KafkaError | None) -> None:
+def _settle(delivered: asyncio.Future[None], error: KafkaError | Exception | None) -> None:
     if delivered.done():
         return
-    if error is None:
+    if isinstance(error, KafkaAccessDenied):
+        delivered.set_exception(error)
+    elif error is None:
         delivered.set_result(None)
     elif error.retriable():
         delivered.set_exception(TransientError(f"command not delivered: {error.str()}"))

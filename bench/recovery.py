@@ -24,7 +24,7 @@ from bench.engine import SuccessReader, Workers, fresh_settings, tenant_commands
 from consumer import wire
 from consumer.kafka_clients import restore_consumer
 from consumer.state_store import decode_state, restore_partition, snapshot_headers
-from producers.commands import command_producer_config
+from producers.commands import command_producer_config, producer_config
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout
 from sagas import SagaState, Status
@@ -38,8 +38,9 @@ def run_restore(base: Settings, states: int, running_share: float = 0.1) -> dict
     settings = fresh_settings(base, "restore")
     topic = TopicLayout(settings.topic_prefix).state
     template = wire.from_record(SagaState, EXAMPLES["SagaState"])
-    producer = Producer({**settings.kafka_config(), "linger.ms": 20, "compression.type": "lz4",
-                         "partitioner": "murmur2_random", "batch.num.messages": 10_000})
+    # The service's producer settings (acks=all, idempotent), batched for a bulk load.
+    producer = Producer({**producer_config(settings), "linger.ms": 20,
+                         "batch.num.messages": 10_000})
     finished = template.updated_at
     running_every = max(1, round(1 / running_share)) if running_share else 0
     for i in range(states):

@@ -18,10 +18,13 @@ What happens, in order, and why:
    A saga whose steps are in-process thus runs several steps within one transaction, and its
    records of all of them commit together: measured on the no-op bench, a five-step saga
    went from six commits to one or two.
-3. `commit()`: `send_offsets_to_transaction` with the next offsets of every command and
+3. `commit()`: the produced records are flushed, for at most `timeout_s` (commit_transaction's
+   own flush was seen to wait forever after a broker failover, as in librdkafka issue 3041:
+   records still unacknowledged then abort the transaction instead);
+   `send_offsets_to_transaction` with the next offsets of every command and
    step-reply partition consumed since the last commit, together with the consumer group
-   metadata (so a fenced zombie cannot commit), then `commit_transaction`, which flushes the
-   produced records and commits records and offsets atomically. Inputs and outputs of a batch
+   metadata (so a fenced zombie cannot commit), then `commit_transaction`, which commits
+   records and offsets atomically. Inputs and outputs of a batch
    therefore land together or not at all: exactly once between Kafka inputs and outputs.
 4. After the commit succeeded, the held side effects are released to the step runner.
 
@@ -42,7 +45,12 @@ What a crash (or an aborted transaction) may repeat, and what it can never lose:
 If producing or committing fails with an abortable error, `abort()` discards the transaction
 and the held effects; the worker then rewinds to the last committed state (restores its
 partitions again, drops their timers and late results, and seeks to the committed offsets) so
-nothing is lost or doubled.
+nothing is lost or doubled. A fatal error of the producer (`ProducerFailed`), a producer that
+hung in a call (`ProducerHung`) and a fencing (`ProducerFenced`) end the same way, with a new
+producer: a transaction that outlives `transaction.timeout.ms` during a broker failover is
+aborted by its coordinator, which bumps the producer's epoch, and that looks exactly like a
+fencing by another process (the worker stops only when fenced again and again,
+`consumer/worker.py`).
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from provisioning.errors import ProvisioningError, TransientError
+from provisioning.kafka_access import flush
 
 
 class TransactionAborted(TransientError):
@@ -63,7 +72,18 @@ class TransactionAborted(TransientError):
 
 
 class ProducerFenced(ProvisioningError):
-    """Another worker took over this transactional id; this process must stop."""
+    """The producer's epoch is no longer the transactional id's: another process took the id
+    over, or the coordinator aborted a transaction that outlived its timeout."""
+
+
+class ProducerFailed(TransactionAborted):
+    """The producer hit a fatal error of its own, not a fencing (seen after a broker died
+    mid-transaction: the abort of the timed-out transaction failed with "invalid transaction
+    state"). The transaction is lost; a new producer under the same transactional id (which
+    fences this one) takes over, as after any abort."""
+
+
+_FENCED = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
 
 
 class ProducerHung(TransactionAborted):
@@ -127,6 +147,10 @@ class Checkpoint:
 
     def commit(self) -> list[tuple[int, Any]]:
         """Steps 3 and 4: commit offsets and records together, then hand back the held effects."""
+        unacknowledged = self._guard(flush, self.producer, self.timeout_s)
+        if unacknowledged:
+            raise TransactionAborted(f"{unacknowledged} records not acknowledged within "
+                                     f"{self.timeout_s:.0f} s")
         if self.offsets:
             positions = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
             self._guard(
@@ -152,8 +176,10 @@ class Checkpoint:
                     self._call(self.producer.abort_transaction, self.timeout_s)
                     break
                 except KafkaException as exc:
-                    _raise_if_fatal(exc)
-                    if not exc.args[0].retriable():
+                    # Fenced or fatal: the producer is done for, and so is its transaction;
+                    # the caller renews the producer (worker._rewind).
+                    error = exc.args[0]
+                    if error.code() in _FENCED or error.fatal() or not error.retriable():
                         break
                 except ProducerHung:
                     break
@@ -178,8 +204,10 @@ class Checkpoint:
             try:
                 return self._call(operation, *args)
             except KafkaException as exc:
-                _raise_if_fatal(exc)
+                _raise_if_fenced(exc)
                 error: KafkaError = exc.args[0]
+                if error.fatal():
+                    raise ProducerFailed(f"producer failed: {error.str()}") from exc
                 # Retriable errors of commit/send_offsets may be retried as they are.
                 if error.retriable() and not error.txn_requires_abort() and attempt < tries:
                     continue
@@ -187,11 +215,7 @@ class Checkpoint:
         raise AssertionError("unreachable")
 
 
-def _raise_if_fatal(exc: KafkaException) -> None:
+def _raise_if_fenced(exc: KafkaException) -> None:
     error: KafkaError = exc.args[0]
-    if error.fatal() or error.code() in (
-        KafkaError._FENCED,
-        KafkaError.PRODUCER_FENCED,
-        KafkaError.INVALID_PRODUCER_EPOCH,
-    ):
-        raise ProducerFenced(f"producer fenced or fatal: {error.str()}") from exc
+    if error.code() in _FENCED:
+        raise ProducerFenced(f"producer fenced: {error.str()}") from exc

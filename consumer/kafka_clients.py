@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from provisioning.kafka_access import client_config
 from provisioning.settings import Settings
 
 log = logging.getLogger("provisioning.kafka")
@@ -17,8 +18,12 @@ T = TypeVar("T")
 
 def transactional_producer(settings: Settings, transactional_id: str) -> Producer:
     """A producer whose events, state records and consumed offsets commit atomically."""
+    return Producer(transactional_config(settings, transactional_id), logger=log)
+
+
+def transactional_config(settings: Settings, transactional_id: str) -> dict[str, Any]:
     config: dict[str, Any] = {
-        **settings.kafka_config(),
+        **client_config(settings),
         "transactional.id": transactional_id,
         "enable.idempotence": True,
         "acks": "all",
@@ -32,13 +37,13 @@ def transactional_producer(settings: Settings, transactional_id: str) -> Produce
         # this timeout; transactions last ~100 ms, so 10 s is ample and bounds the takeover.
         "transaction.timeout.ms": 10_000,
     }
-    return Producer(config, logger=log)
+    return config
 
 
 def group_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
     """A consumer-group member that sees committed records only and never commits by itself."""
     config: dict[str, Any] = {
-        **settings.kafka_config(),
+        **client_config(settings),
         "group.id": group_id,
         "isolation.level": "read_committed",
         "enable.auto.commit": False,
@@ -61,7 +66,8 @@ def group_consumer(settings: Settings, group_id: str, **overrides: Any) -> Consu
 
 def probe_consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
     """A client that never joins `group_id` but reads its committed offsets and the ends of
-    partitions (the worker's watchdog)."""
+    partitions (the worker's watchdog; a refused login surfaces on the worker's own clients,
+    not on this thread's)."""
     return {**settings.kafka_config(), "group.id": group_id,
             "isolation.level": "read_committed", "enable.auto.commit": False}
 
@@ -69,7 +75,7 @@ def probe_consumer_config(settings: Settings, group_id: str) -> dict[str, Any]:
 def restore_consumer(settings: Settings) -> Consumer:
     """A group-less reader for the state topic: assigned partitions, no commits."""
     config: dict[str, Any] = {
-        **settings.kafka_config(),
+        **client_config(settings),
         "group.id": "provisioning-restore-unused",
         "isolation.level": "read_committed",
         "enable.auto.commit": False,

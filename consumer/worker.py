@@ -28,11 +28,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from consumer import wire
-from consumer.checkpoint import Checkpoint, ProducerFenced, TransactionAborted
+from consumer.checkpoint import Checkpoint, ProducerFailed, ProducerFenced, TransactionAborted
 from consumer.commands import InvalidCommand, read_command
 from consumer.dlq import dead_letter, readable_request_id
 from consumer.kafka_clients import (
@@ -60,7 +60,9 @@ from consumer.timers import TimerQueue
 from consumer.watchdog import PartitionWatchdog
 from provisioning import metrics
 from provisioning.errors import CodecError, ConfigurationError, ProvisioningError, TransientError
+from provisioning.kafka_access import KafkaAccessDenied, client_config, denial, raise_if_denied
 from provisioning.ops import lag_from_statistics
+from provisioning.replication import TRANSACTION_LOG, check_replication
 from provisioning.settings import Settings
 from provisioning.topics import ReplyTopicRule, TopicLayout, verify_copartitioning
 from sagas import (
@@ -87,6 +89,9 @@ from sagas.outcomes import UNRECORDABLE
 from schemas import codec
 
 log = logging.getLogger(__name__)
+# Fenced this often within the window: another live process has this transactional id.
+MAX_FENCINGS = 3
+FENCING_WINDOW_S = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,12 +187,15 @@ class Worker:
         self._generation: dict[int, int] = {}
         self._paused = False
         self._stopping = False
-        self._admin = AdminClient(settings.kafka_config(), logger=log)
+        self._admin = AdminClient(client_config(settings), logger=log)
+        # A write to one of the service's own topics that the cluster refused: the worker's
+        # ACLs are wrong, and replaying the transaction would only be refused again.
+        self._refused: KafkaAccessDenied | None = None
         self.reply_topics = ReplyTopics(
             ReplyTopicRule(self.topics, settings.reply_topic_pattern), self._admin)
         self._rewind_pending = False
+        self._fencings: list[float] = []  # when the producer was fenced (monotonic)
         self._started = False
-        self._fenced_at: list[float] = []
         self._abandoned: list[Producer] = []  # producers whose call never returned
         self._written = _Written()  # by the open transaction
         # State records of this transaction, the last per saga (see checkpoint step 1).
@@ -215,7 +223,10 @@ class Worker:
     def run(self) -> None:
         """Run until `stop()` (or SIGTERM/SIGINT), then finish the transaction and close."""
         self._check_topics()
-        self.producer.init_transactions(30)
+        self._init_transactions()
+        # After init_transactions: on a fresh cluster the transaction log exists from then on.
+        check_replication(self._admin, self.settings,
+                          [TRANSACTION_LOG, self.topics.state, self.topics.events])
         self.consumer.subscribe(
             [self.topics.commands, self.topics.step_replies],
             on_assign=self._on_assign,
@@ -230,6 +241,10 @@ class Worker:
             while not self._stopping:
                 self.turn()
             self._commit()
+        except BaseException:
+            # Said now: closing may fail too, and its error would hide this one.
+            log.exception("worker stopping on an error")
+            raise
         finally:
             self.close()
 
@@ -246,12 +261,17 @@ class Worker:
         with contextlib.suppress(KafkaException, RuntimeError):
             self.consumer.close()
         self._restorer.close()
-        self.producer.flush(10)
+        # A producer lost to a fencing raises from flush (through the binding's log callback,
+        # as a SystemError): nothing of its transaction may be delivered anyway.
+        with contextlib.suppress(KafkaException, SystemError):
+            self.producer.flush(10)
 
     # --- one turn of the loop ------------------------------------------------------------------
 
     def turn(self) -> None:
         self._turn_started = time.monotonic()
+        if self._refused is not None:
+            raise self._refused
         if self._rewind_pending:
             self._rewind_or_wait()
             return
@@ -267,11 +287,28 @@ class Worker:
             if self._commit_due(caught_up):
                 self._commit()
             self._apply_flow_control()
+        except (ProducerFenced, ProducerFailed) as exc:
+            self._producer_lost(exc)
         except TransactionAborted as exc:
             log.warning("transaction aborted, rewinding", extra={"reason": str(exc)})
             self._rewind_or_wait()
-        except ProducerFenced as exc:
-            self._on_fenced(exc)
+
+    def _producer_lost(self, exc: ProducerFenced | ProducerFailed) -> None:
+        """Renew the producer (and rewind), unless it was lost again and again: then another
+        live process uses this transactional id (the same --instance-id; each fences the
+        other), and this one stops. A single loss is what a broker failover does to a
+        transaction that outlived transaction.timeout.ms (seen in the replicated chaos run)."""
+        now = time.monotonic()
+        self._fencings = [t for t in self._fencings if now - t < FENCING_WINDOW_S] + [now]
+        if len(self._fencings) >= MAX_FENCINGS:
+            log.error("producer fenced %d times within %d s: another process uses this "
+                      "transactional id; stopping", len(self._fencings), FENCING_WINDOW_S,
+                      extra={"reason": str(exc)})
+            self.checkpoint.abort()  # nothing of its transaction may be committed by this one
+            self._stopping = True
+            return
+        log.warning("producer fenced, renewing it and rewinding", extra={"reason": str(exc)})
+        self._rewind_or_wait()
 
     def _drain_finished(self) -> None:
         """The outcomes of steps, again and again while more arrive: an eager in-process step
@@ -317,6 +354,8 @@ class Worker:
 
     def _handle_message(self, message: Message) -> None:
         if message.error():
+            raise_if_denied(message.error(), self.settings, "Read", topic=message.topic(),
+                            group=self.options.group_id)
             log.warning("consume error", extra={"error": str(message.error())})
             return
         partition = message.partition()
@@ -542,6 +581,8 @@ class Worker:
             except BufferError:
                 self.producer.poll(0.05)  # the local queue is full: let deliveries drain
             except KafkaException as exc:
+                if exc.args[0].code() == KafkaError._FATAL:  # fenced, most likely
+                    raise ProducerFailed(f"producing to {topic}: {exc}") from exc
                 raise TransactionAborted(f"producing to {topic}: {exc}") from exc
 
     def _delivered(self, error: Any, message: Message) -> None:
@@ -553,6 +594,8 @@ class Worker:
         log.error("delivery failed", extra={"topic": topic, "error": str(error)})
         if self.reply_topics.rule.problem(topic) is None:  # a caller's topic, not ours
             self.reply_topics.refused(topic, error)
+        elif self._refused is None:
+            self._refused = denial(error, self.settings, "Write", topic=topic)
 
     def _remote(self, effect: ExecuteStep | CompensateStep) -> str | None:
         """The Kafka participant the step is routed to, if it is."""
@@ -724,7 +767,10 @@ class Worker:
         try:
             self._commit()
         except (TransactionAborted, KafkaException):
-            self.checkpoint.abort()
+            with contextlib.suppress(ProducerFenced):
+                self.checkpoint.abort()
+        except ProducerFenced:
+            self.checkpoint.open = False  # nothing of it may be committed by this process
         self._forget({tp.partition for tp in partitions})
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -757,28 +803,14 @@ class Worker:
             for effect in resume(state, now, registry=self.routing.registry):
                 self._release(partition, effect)
 
-    def _on_fenced(self, exc: ProducerFenced) -> None:
-        """The broker fenced our producer: it aborted a transaction that outlived
-        transaction.timeout.ms (a turn starved of CPU), or another process runs under our
-        instance id. The first is ours to recover from (a new producer, from the last commit);
-        fenced three times within five minutes, it is the second: this process stops."""
-        now = time.monotonic()
-        self._fenced_at = [t for t in self._fenced_at if now - t < 300] + [now]
-        if len(self._fenced_at) >= 3:
-            log.error("producer fenced again: another process uses this instance id; stopping",
-                      extra={"reason": str(exc), "instance": self.options.instance_id})
-            self._stopping = True
-            return
-        log.error("producer fenced; starting over from the last commit with a new producer",
-                  extra={"reason": str(exc)})
-        self._rewind_or_wait()
-
     def _rewind_or_wait(self) -> None:
         """Rewind; if the broker cannot be read right now (it is restarting), wait a moment
         and try again on the next turn instead of giving up the process."""
         try:
             self._rewind()
             self._rewind_pending = False
+        except ProducerFenced as exc:  # the renewed producer too (counted: bounded)
+            self._producer_lost(exc)
         except (TransientError, KafkaException) as exc:
             log.warning("cannot rewind yet, retrying in 1 s", extra={"reason": str(exc)})
             self._rewind_pending = True
@@ -886,18 +918,41 @@ class Worker:
             return False, stalled
         return True, f"owns partitions {self.store.partitions()}"
 
+    def _init_transactions(self) -> None:
+        try:
+            self.producer.init_transactions(30)
+        except KafkaException as exc:
+            raise_if_denied(exc.args[0], self.settings, "Write",
+                            transactional_id=self._transactional_id)
+            raise TransientError(f"initialising transactions: {exc.args[0].str()}") from exc
+
     def _check_topics(self) -> None:
-        admin = self._admin
+        """Every topic exists and this principal may see it; co-partitioning holds."""
         specs = self.topics.specs(self.settings.topic_partitions,
                                   participants=sorted(self.routing.kafka_participants()),
                                   max_command_bytes=self.settings.max_command_bytes)
-        metadata = while_broker_unavailable(lambda: admin.list_topics(timeout=10))
-        missing = [s.name for s in specs if s.name not in metadata.topics]
+        missing = []
+        for spec in specs:
+            # One topic at a time: a listing of all topics leaves out, without a word, those
+            # the principal may not describe; a named one answers "authorization failed".
+            found = while_broker_unavailable(lambda name=spec.name: self._metadata(name))
+            topic = found.topics.get(spec.name)
+            error = topic.error if topic is not None else None
+            raise_if_denied(error, self.settings, "Describe", topic=spec.name)
+            if topic is None or (error is not None
+                                 and error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART):
+                missing.append(spec.name)
         if missing:
             raise ConfigurationError(
                 f"topics missing: {', '.join(missing)}; run `provisioning topics create`"
             )
-        verify_copartitioning(admin, specs)
+        verify_copartitioning(self._admin, specs)
+
+    def _metadata(self, topic: str) -> Any:
+        try:
+            return self._admin.list_topics(topic, timeout=10)
+        finally:
+            self._admin.poll(0)  # a refused login raises here, from the error callback
 
 
 def _reply_input(reply: dict[str, Any]) -> StepResult | CompensationResult:

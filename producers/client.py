@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from consumer.commands import RECORD_OF_WORKFLOW, InvalidCommand, to_start_command
 from consumer.state_store import Parked, decode_or_skip, decode_state, restore_partition
 from producers.commands import CommandPublisher
+from provisioning import kafka_access
 from provisioning.errors import CodecError, ConfigurationError, ProvisioningError, TransientError
 from provisioning.settings import Settings
 from provisioning.topics import ReplyTopicRule, TopicLayout
@@ -316,7 +317,7 @@ class ProvisioningClient:
 
     def _reader_config(self) -> dict[str, Any]:
         return {
-            **self._settings.kafka_config(),
+            **kafka_access.client_config(self._settings),
             # Assigned, never subscribed: the group is not joined and nothing is committed.
             "group.id": "provisioning-client-unused",
             "enable.auto.commit": False,
@@ -348,6 +349,9 @@ class ProvisioningClient:
         except KafkaException as exc:
             raise TransientError(f"reading metadata of {self._events_topic}: {exc}") from exc
         topic = metadata.topics.get(self._events_topic)
+        if topic is not None:
+            kafka_access.raise_if_denied(topic.error, self._settings, "Describe",
+                                         topic=self._events_topic)
         if topic is None or topic.error is not None or not topic.partitions:
             raise ConfigurationError(f"events topic {self._events_topic} does not exist; "
                                      "create it with `provisioning topics create`")
@@ -360,6 +364,9 @@ class ProvisioningClient:
         seen: list[str] = []
         while (remaining := deadline - time.monotonic()) > 0:
             for message in consumer.consume(num_messages=500, timeout=min(remaining, 0.5)):
+                kafka_access.raise_if_denied(message.error(), self._settings, "Read",
+                                             topic=self._events_topic,
+                                             group=self._reader_config()["group.id"])
                 decoded = _decode_for_key(message, key)
                 if decoded is None:
                     continue

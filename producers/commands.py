@@ -13,6 +13,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from provisioning import kafka_access
 from provisioning.errors import ProvisioningError, TransientError
 from provisioning.settings import Settings
 from provisioning.topics import COMMAND_HEADROOM_BYTES, TopicLayout
@@ -37,8 +38,10 @@ class PublishError(ProvisioningError):
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
+    """Every producer of the service: acks from all in-sync replicas, idempotent (no record
+    doubled by a retry), the Java client's partitioner; a refused login raises."""
     return {
-        **settings.kafka_config(),
+        **kafka_access.client_config(settings),
         "partitioner": "murmur2_random",
         "enable.idempotence": True,
         "acks": "all",
@@ -61,6 +64,7 @@ class CommandPublisher:
     """Publishes commands; call `flush()` to wait for delivery (or use it as a context manager)."""
 
     def __init__(self, settings: Settings, producer: Producer | None = None) -> None:
+        self._settings = settings
         self._topic = TopicLayout(settings.topic_prefix).commands
         self._producer = producer or Producer(command_producer_config(settings), logger=log)
         self._failures: list[KafkaError] = []
@@ -84,9 +88,12 @@ class CommandPublisher:
         return request_id
 
     def flush(self, timeout_s: float = 30.0) -> None:
-        """Wait until every queued command is delivered; raise if any was not."""
-        remaining = self._producer.flush(timeout_s)
+        """Wait until every queued command is delivered; raise if any was not
+        (`KafkaAccessDenied` when the cluster refused this principal)."""
+        remaining = kafka_access.flush(self._producer, timeout_s)
         failures, self._failures = self._failures, []
+        for failure in failures:
+            kafka_access.raise_if_denied(failure, self._settings, "Write", topic=self._topic)
         if remaining:
             raise TransientError(f"{remaining} commands not delivered within {timeout_s} s")
         if failures:

@@ -64,6 +64,7 @@ from confluent_kafka import (
 )
 
 from producers.commands import producer_config
+from provisioning import kafka_access
 from provisioning.errors import CodecError, ProvisioningError
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout
@@ -162,6 +163,7 @@ class StepParticipant:
         if dedup_size < 0 or poll_batch < 1:
             raise ValueError("dedup_size must be >= 0 and poll_batch >= 1")
         self.name = name
+        self._settings = settings
         self.topic = TopicLayout(settings.topic_prefix).step_requests(name)
         self.group_id = group_id or f"provisioning-participant-{name}"
         self._dedup_size = dedup_size
@@ -170,12 +172,12 @@ class StepParticipant:
         self._results: OrderedDict[tuple[str, str], _Result] = OrderedDict()
         self._counts = {"handled": 0, "duplicates": 0, "failures": 0, "expired": 0,
                         "undecodable": 0}
-        self._delivery_errors: list[KafkaError] = []
+        self._delivery_errors: list[tuple[KafkaError, str]] = []
         self._stopping = threading.Event()
         self._closed = False
         self._producer = Producer(producer_config(settings), logger=log)
         self._consumer = Consumer({
-            **settings.kafka_config(),
+            **kafka_access.client_config(settings),
             "group.id": self.group_id,
             # The worker writes requests inside transactions: never act on an aborted one.
             "isolation.level": "read_committed",
@@ -225,6 +227,9 @@ class StepParticipant:
         positions: dict[int, tuple[int, int]] = {}  # partition -> (first offset, next offset)
         for message in messages:
             if message.error() is not None:
+                # Requests this principal may not read: its ACLs are wrong; stop, saying so.
+                kafka_access.raise_if_denied(message.error(), self._settings, "Read",
+                                             topic=self.topic, group=self.group_id)
                 log.warning("error reading %s: %s", self.topic, message.error())
                 continue
             first = positions.get(message.partition(), (message.offset(), 0))[0]
@@ -257,7 +262,7 @@ class StepParticipant:
         self._closed = True
         self._stopping.set()
         try:
-            self._producer.flush(FLUSH_TIMEOUT_S)
+            kafka_access.flush(self._producer, FLUSH_TIMEOUT_S)
         finally:
             self._consumer.close()
 
@@ -386,19 +391,23 @@ class StepParticipant:
             except BufferError:
                 self._producer.poll(0.05)  # the local queue is full: let deliveries drain
             except KafkaException as exc:  # e.g. a replyTopic the client knows is missing
-                self._delivery_errors.append(exc.args[0])
+                self._delivery_errors.append((exc.args[0], topic))
                 return
 
     def _on_delivery(self, error: KafkaError | None, message: Message) -> None:
         if error is not None:
-            self._delivery_errors.append(error)
+            self._delivery_errors.append((error, message.topic()))
 
     # --- offsets --------------------------------------------------------------------------------
 
     def _finish_batch(self, positions: dict[int, tuple[int, int]]) -> None:
         """Commit the batch once its replies are delivered; otherwise rewind it."""
-        remaining = self._producer.flush(FLUSH_TIMEOUT_S)
+        remaining = kafka_access.flush(self._producer, FLUSH_TIMEOUT_S)
         errors, self._delivery_errors = self._delivery_errors, []
+        for error, topic in errors:
+            # Replies this principal may not write would be refused on every replay.
+            kafka_access.raise_if_denied(error, self._settings, "Write", topic=topic)
+        errors = [error for error, _ in errors]
         if remaining or errors:
             detail = errors[0].str() if errors else f"{remaining} still queued"
             log.error("replies of a batch not delivered (%s); not committing, the %d "

@@ -26,6 +26,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from tenacity import RetryCallState, wait_exponential
 from tenacity.wait import wait_base
 
+from provisioning import kafka_access
 from provisioning.errors import CodecError, ProvisioningError
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout
@@ -111,6 +112,8 @@ class EventSubscriber:
         workflow_types: Iterable[str] | None = None,
     ) -> None:
         self._workflow_types = _workflow_filter(workflow_types)
+        self._settings = settings
+        self._group_id = group_id
         self._topic = TopicLayout(settings.topic_prefix).events
         self._handlers: dict[str, list[Handler]] = {}
         self._retry_wait = retry_wait
@@ -184,6 +187,8 @@ class EventSubscriber:
         rewound: set[int] = set()  # later messages of a rewound partition come again
         for message in messages:
             if message.error() is not None:
+                kafka_access.raise_if_denied(message.error(), self._settings, "Read",
+                                             topic=self._topic, group=self._group_id)
                 log.warning("error reading the events topic: %s", message.error())
             elif message.partition() not in rewound:
                 result = self._process(message)
@@ -320,7 +325,7 @@ def _consumer_config(
     settings: Settings, group_id: str, from_beginning: bool, overrides: Mapping[str, Any]
 ) -> dict[str, Any]:
     return {
-        **settings.kafka_config(),
+        **kafka_access.client_config(settings),
         "group.id": group_id,
         "isolation.level": "read_committed",
         "enable.auto.commit": False,

@@ -56,6 +56,7 @@ from tenacity import (
 
 from consumer.dlq import dead_letter
 from consumer.kafka_clients import group_consumer
+from producers.commands import producer_config
 from projection import store
 from projection.fold import Event
 from projection.triage import (
@@ -67,7 +68,7 @@ from projection.triage import (
     readiness_reason,
     triage,
 )
-from provisioning import metrics
+from provisioning import kafka_access, metrics
 from provisioning.errors import TransientError
 from provisioning.ops import lag_from_statistics, start_ops
 from provisioning.settings import Settings
@@ -97,6 +98,7 @@ class Projector:
                  options: ProjectorOptions = ProjectorOptions(),
                  codec: Codec | None = None) -> None:
         self._engine = engine
+        self._settings = settings
         self._options = options
         # The schemas this process was deployed with; a test may give a newer set.
         self._codec = codec or default_codec()
@@ -106,13 +108,9 @@ class Projector:
         self._consumer: Consumer = group_consumer(
             settings, options.group, stats_cb=self._statistics,
             **{"statistics.interval.ms": 5000})
-        self._dlq_producer = Producer({
-            **settings.kafka_config(),
-            "enable.idempotence": True,
-            "acks": "all",
-            "partitioner": "murmur2_random",  # a request's dead letters together, as Java would
-            "linger.ms": 5,
-        }, logger=log)
+        # The service's producer settings: acks=all, idempotent, and the Java client's
+        # partitioner, so a request's dead letters land together, as from Java.
+        self._dlq_producer = Producer(producer_config(settings), logger=log)
         self._stopping = threading.Event()
         # Written by the poll loop, read by /readyz on the ops thread.
         self._holds: dict[PartitionKey, Hold] = {}
@@ -155,6 +153,8 @@ class Projector:
             if m.error() is None:
                 messages.append(m)
             elif not _is_partition_eof(m):
+                kafka_access.raise_if_denied(m.error(), self._settings, "Read",
+                                             topic=self._topic, group=self._options.group)
                 log.warning("consume error: %s", m.error())
         if not messages:
             return None
@@ -227,7 +227,9 @@ class Projector:
         except (KafkaException, BufferError) as exc:
             self._drop_unsent_dead_letters()
             raise TransientError(f"dead letters not written to {self._dlq_topic}: {exc}") from exc
-        unsent = self._dlq_producer.flush(self._options.dead_letter_timeout_s)
+        unsent = kafka_access.flush(self._dlq_producer, self._options.dead_letter_timeout_s)
+        for error in refused:  # replaying the batch would be refused again: stop, saying why
+            kafka_access.raise_if_denied(error, self._settings, "Write", topic=self._dlq_topic)
         if unsent or refused:
             self._drop_unsent_dead_letters()
             why = refused[0] if refused else f"{unsent} not delivered in time"

@@ -7,6 +7,7 @@ the command with one clear line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -48,11 +49,25 @@ def _parser() -> argparse.ArgumentParser:
 
     dev = commands.add_parser("dev", help="local Kafka and PostgreSQL for development and tests")
     dev_commands = dev.add_subparsers(metavar="ACTION", required=True)
+    up = dev_commands.add_parser(
+        "up", help="start the local broker and database (idempotent) and wait for them")
+    up.add_argument("--brokers", type=int, default=1, choices=range(1, 10), metavar="N",
+                    help="Kafka nodes (each broker and controller); 3 gives every topic three "
+                    "replicas and min.insync.replicas=2 (default: 1)")
+    up.add_argument("--secure", action="store_true",
+                    help="TLS with a local CA, SASL/SCRAM-SHA-512, a principal per role and "
+                    "their ACLs (see `provisioning dev env --role`)")
+    up.set_defaults(handler=_dev_up)
+    status = dev_commands.add_parser("status", help="tell what runs where")
+    status.add_argument("--json", action="store_true",
+                        help="every Kafka node with its id, roles, ports, pid and data folder")
+    status.set_defaults(handler=_dev_status)
+    env = dev_commands.add_parser("env", help="print shell exports for the local services")
+    env.add_argument("--role", help="on a secure cluster, the principal whose settings to "
+                     "print: operator (default), publisher, worker, projector, api, participant")
+    env.set_defaults(handler=_dev_env)
     for name, handler, text in [
-        ("up", _dev_up, "start the local broker and database (idempotent) and wait for them"),
         ("down", _dev_down, "stop both"),
-        ("status", _dev_status, "tell what runs where"),
-        ("env", _dev_env, "print shell exports for the local services"),
         ("tools", _dev_tools, "build the tools the tests need (helm, with go install)"),
     ]:
         dev_commands.add_parser(name, help=text).set_defaults(handler=handler)
@@ -63,6 +78,29 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--partitions", type=int, help="partition count (default from settings)")
     create.add_argument("--prefix", help="topic namespace prefix (default from settings)")
     create.set_defaults(handler=_topics_create)
+
+    acls = commands.add_parser("acls", help="the Kafka ACLs of every principal of the service")
+    acl_commands = acls.add_subparsers(metavar="ACTION", required=True)
+    apply = acl_commands.add_parser(
+        "apply", help="print the ACLs each principal needs and create those missing "
+        "(idempotent; run as a principal with Alter on the Cluster)")
+    apply.add_argument("--prefix", help="topic namespace prefix (default from settings)")
+    apply.add_argument("--participant", action="append", default=None, metavar="NAME",
+                       help="a Kafka participant (repeatable; default: those the routing "
+                       "file names)")
+    apply.add_argument("--principal", action="append", default=[], metavar="ROLE=PRINCIPAL",
+                       help="e.g. worker=User:svc-prov-worker or participant:billing=User:b "
+                       "(default: User:provisioning-<role>, User:participant-<name>)")
+    apply.add_argument("--group", action="append", default=[], metavar="ROLE=GROUP",
+                       help="consumer group of worker, projector or participant:<name> "
+                       "(default: the processes' defaults)")
+    apply.add_argument("--reply-topic-prefix", metavar="PREFIX",
+                       help="let the worker write replies to topics starting with PREFIX")
+    apply.add_argument("--publisher-reads-outcomes", action="store_true",
+                       help="let publishers read the events and state topics "
+                       "(ProvisioningClient.await_outcome, submit_and_wait)")
+    apply.add_argument("--dry-run", action="store_true", help="print, create nothing")
+    apply.set_defaults(handler=_acls_apply)
 
     demo = commands.add_parser("demo", help="run a mixed batch of provisioning requests")
     demo.add_argument("--serve", action="store_true",
@@ -139,14 +177,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _dev_services(settings: Settings):
+def _dev_services(settings: Settings, shape=None):  # noqa: ANN001, ANN202 - lazy imports
     from provisioning.devservices import LocalServices
 
-    return LocalServices.from_settings(settings)
+    return LocalServices.from_settings(settings, shape)
 
 
 def _dev_up(args: argparse.Namespace, settings: Settings) -> int:
-    for line in _dev_services(settings).up():
+    from provisioning.devservices import ClusterShape
+
+    shape = ClusterShape(brokers=args.brokers, secure=args.secure)
+    for line in _dev_services(settings, shape).up():
         print(line)
     return 0
 
@@ -158,14 +199,25 @@ def _dev_down(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _dev_status(args: argparse.Namespace, settings: Settings) -> int:
-    for line in _dev_services(settings).status():
+    services = _dev_services(settings)
+    if args.json:
+        print(json.dumps(services.status_json(), indent=2))
+        return 0
+    for line in services.status():
         print(line)
     return 0
 
 
 def _dev_env(args: argparse.Namespace, settings: Settings) -> int:
-    for key, value in _dev_services(settings).env().items():
+    from provisioning.devservices.kafka_principals import DEV_ROLES
+
+    services = _dev_services(settings)
+    for key, value in services.env(args.role).items():
         print(f"export {key}={shlex.quote(value)}")
+    if services.kafka.shape.secure:
+        others = ", ".join(r.split(":")[0] for r in DEV_ROLES if r != (args.role or "operator"))
+        print(f"# as {args.role or 'operator'}; the other roles: provisioning dev env --role "
+              f"ROLE ({others})")
     return 0
 
 
@@ -180,6 +232,7 @@ def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
     from confluent_kafka.admin import AdminClient
 
     from consumer.routing import load_routing
+    from provisioning.kafka_access import client_config
     from provisioning.topics import TopicLayout, create_topics
 
     layout = TopicLayout(args.prefix if args.prefix is not None else settings.topic_prefix)
@@ -188,7 +241,8 @@ def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
     specs = layout.specs(args.partitions or settings.topic_partitions, participants,
                          max_command_bytes=settings.max_command_bytes)
     report = create_topics(
-        AdminClient(settings.kafka_config()), specs, settings.topic_replication_factor
+        AdminClient(client_config(settings)), specs, settings.topic_replication_factor,
+        min_insync_replicas=settings.topic_min_insync_replicas, settings=settings,
     )
     for name in report.created:
         print(f"created  {name}")
@@ -197,6 +251,45 @@ def _topics_create(args: argparse.Namespace, settings: Settings) -> int:
     for name in report.reconfigured:
         print(f"set      {name} (configs brought to the spec)")
     return 0
+
+
+def _acls_apply(args: argparse.Namespace, settings: Settings) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    from consumer.routing import load_routing
+    from provisioning.acls import AclPlan, apply_grants, service_grants
+    from provisioning.kafka_access import client_config
+    from provisioning.topics import TopicLayout
+
+    participants = (args.participant if args.participant is not None
+                    else sorted(load_routing(settings.routing_file).kafka_participants()))
+    plan = AclPlan(
+        TopicLayout(args.prefix if args.prefix is not None else settings.topic_prefix),
+        participants=tuple(participants), principals=_pairs(args.principal, "--principal"),
+        groups=_pairs(args.group, "--group"), reply_topic_prefix=args.reply_topic_prefix,
+        publisher_reads_outcomes=args.publisher_reads_outcomes)
+    report = apply_grants(AdminClient(client_config(settings)), service_grants(plan),
+                          dry_run=args.dry_run)
+    marks = [("would add" if args.dry_run else "added", report.added),
+             ("exists", report.present)]
+    for mark, rows in marks:
+        for grant, operation in rows:
+            print(f"{mark:<9}  {grant.principal:<36} {operation:<15} {grant.resource} "
+                  f"{grant.name}{' (prefixed)' if grant.pattern == 'prefixed' else ''}  "
+                  f"# {grant.why}")
+    return 0
+
+
+def _pairs(values: list[str], flag: str) -> dict[str, str]:
+    from provisioning.errors import ConfigurationError
+
+    pairs = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key or not rest:
+            raise ConfigurationError(f"{flag} takes ROLE=VALUE, not {value!r}")
+        pairs[key] = rest
+    return pairs
 
 
 def _demo(args: argparse.Namespace, settings: Settings) -> int:

@@ -31,6 +31,7 @@ from rich.table import Table
 from producers.commands import CommandPublisher
 from provisioning.database import create_engine, upgrade
 from provisioning.errors import TransientError
+from provisioning.kafka_access import client_config
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout, create_topics
 from schemas import codec
@@ -57,7 +58,9 @@ def run_demo(settings: Settings, console: Console | None = None, serve: bool = F
     console = console or Console()
     layout = TopicLayout(settings.topic_prefix)
     specs = layout.specs(settings.topic_partitions, max_command_bytes=settings.max_command_bytes)
-    create_topics(AdminClient(settings.kafka_config()), specs)
+    create_topics(AdminClient(client_config(settings)), specs,
+                  settings.topic_replication_factor,
+                  min_insync_replicas=settings.topic_min_insync_replicas, settings=settings)
     upgrade(settings)
     processes = [_start("worker", "--group", "provisioning-demo", "--instance-id", "demo"),
                  _start("projector")]
@@ -176,7 +179,7 @@ def _publish(settings: Settings, commands: list[tuple[str, dict]]) -> None:
 
 
 def _events_reader(settings: Settings, topic: str) -> Consumer:
-    consumer = Consumer({**settings.kafka_config(), "group.id": f"demo-{uuid.uuid4().hex[:8]}",
+    consumer = Consumer({**client_config(settings), "group.id": f"demo-{uuid.uuid4().hex[:8]}",
                          "isolation.level": "read_committed", "enable.auto.commit": False})
     partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
     ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions]

@@ -29,10 +29,13 @@ from confluent_kafka import (
 from consumer.commands import InvalidCommand, read_command, unflatten
 from consumer.kafka_clients import watermarks
 from producers.commands import COMMAND_RECORDS, command_producer_config
+from provisioning import kafka_access
 from provisioning.errors import CodecError, ProvisioningError, TransientError
 from provisioning.settings import Settings
 from provisioning.topics import ReplyTopicRule, TopicLayout
 from schemas import codec
+
+DLQ_READER_GROUP = "provisioning-dlq-reader"  # assigned, never joined: Describe suffices
 
 # Reads are interactive (CLI, API): a DLQ partition without a leader yet (a topic created a
 # moment ago) is waited for briefly, not for the worker's full minute.
@@ -71,7 +74,7 @@ def read_dead_letters(settings: Settings, *, limit: int = 100,
     topic = TopicLayout(settings.topic_prefix).commands_dlq
     consumer = _reader(settings)
     try:
-        partitions = _partitions(consumer, topic)
+        partitions = _partitions(consumer, topic, settings)
         starts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
         if since_ms is not None:
             starts = consumer.offsets_for_times(
@@ -87,7 +90,7 @@ def read_dead_letters(settings: Settings, *, limit: int = 100,
         while len(letters) < limit and _behind(consumer, live, ends):
             if time.monotonic() > deadline:
                 raise TransientError(f"reading {topic} did not reach its end in 30 s")
-            for message in _batch(consumer):
+            for message in _batch(consumer, settings, topic):
                 letters.append(_letter(message))
         return sorted(letters, key=lambda x: (x.partition, x.offset))[:limit]
     finally:
@@ -103,7 +106,7 @@ def find(settings: Settings, ref: str) -> DeadLetter:
     topic = TopicLayout(settings.topic_prefix).commands_dlq
     consumer = _reader(settings)
     try:
-        if partition not in _partitions(consumer, topic):
+        if partition not in _partitions(consumer, topic, settings):
             raise DeadLetterNotFound(f"{topic} has no partition {partition}")
         low, high = watermarks(consumer, TopicPartition(topic, partition), LEADER_WAIT_S)
         if not low <= offset < high:
@@ -112,7 +115,7 @@ def find(settings: Settings, ref: str) -> DeadLetter:
         consumer.assign([TopicPartition(topic, partition, offset)])
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            for message in _batch(consumer):
+            for message in _batch(consumer, settings, topic):
                 if message.offset() == offset:
                     return _letter(message)
                 if message.offset() > offset:
@@ -140,7 +143,10 @@ def redrive(settings: Settings, letter: DeadLetter, *, changes: Mapping[str, str
     producer = Producer(command_producer_config(settings))
     producer.produce(topic.commands, key=request_id.encode(), value=value, headers=headers,
                      on_delivery=lambda error, _: failures.append(error) if error else None)
-    if producer.flush(30) or failures:
+    remaining = kafka_access.flush(producer, 30)
+    for failure in failures:
+        kafka_access.raise_if_denied(failure, settings, "Write", topic=topic.commands)
+    if remaining or failures:
         raise TransientError(f"{letter.ref} was not sent: "
                              f"{failures[0].str() if failures else 'no delivery report'}")
     return request_id
@@ -213,23 +219,28 @@ def _letter(message: Message) -> DeadLetter:
 
 
 def _reader(settings: Settings) -> Consumer:
-    return Consumer({**settings.kafka_config(), "group.id": "provisioning-dlq-reader",
+    return Consumer({**kafka_access.client_config(settings), "group.id": DLQ_READER_GROUP,
                      "isolation.level": "read_committed", "enable.auto.commit": False,
                      "fetch.wait.max.ms": 10})
 
 
-def _partitions(consumer: Consumer, topic: str) -> list[int]:
+def _partitions(consumer: Consumer, topic: str, settings: Settings) -> list[int]:
     metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
+    if metadata is not None:
+        kafka_access.raise_if_denied(metadata.error, settings, "Describe", topic=topic)
     if metadata is None or metadata.error is not None:
         raise ProvisioningError(f"{topic} does not exist; run `provisioning topics create`")
     return sorted(metadata.partitions)
 
 
-def _batch(consumer: Consumer) -> list[Message]:
+def _batch(consumer: Consumer, settings: Settings, topic: str) -> list[Message]:
     first = consumer.poll(0.2)
     if first is None:
         return []
     rest = consumer.consume(1000, 0)
+    for message in (first, *rest):
+        kafka_access.raise_if_denied(message.error(), settings, "Read", topic=topic,
+                                     group=DLQ_READER_GROUP)
     return [m for m in [first, *rest] if m.error() is None]
 
 

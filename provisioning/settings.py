@@ -52,7 +52,23 @@ class Settings(BaseSettings):
         " so several environments can share one cluster.",
     )
     topic_partitions: int = Field(12, ge=1, le=10_000)
-    topic_replication_factor: int = Field(1, ge=1, le=10)
+    topic_replication_factor: int | None = Field(
+        None, ge=1, le=10,
+        description="Replicas of the topics `topics create` makes (unset: the brokers' "
+        "default.replication.factor).",
+    )
+    topic_min_insync_replicas: int | None = Field(
+        None, ge=1, le=10,
+        description="min.insync.replicas `topics create` sets on the service's topics (unset: "
+        "the brokers' default). With acks=all a write then needs this many replicas.",
+    )
+    required_min_insync_replicas: int = Field(
+        1, ge=1, le=10,
+        description="The least min.insync.replicas the worker accepts, at start, on the "
+        "transaction-state topic and on its state and events topics (and their replication "
+        "factor must reach it): a cluster that acknowledges a commit on fewer copies could "
+        "lose a committed saga with one broker.",
+    )
 
     # --- Commands ---------------------------------------------------------------------------
     max_command_bytes: int = Field(

@@ -23,7 +23,8 @@ from confluent_kafka.admin import (
 )
 
 from provisioning.errors import ConfigurationError, TransientError
-from provisioning.settings import DEFAULT_MAX_COMMAND_BYTES
+from provisioning.kafka_access import denial
+from provisioning.settings import DEFAULT_MAX_COMMAND_BYTES, Settings
 
 DAY_MS = 24 * 60 * 60 * 1000
 # The commands topic takes a command of `max_command_bytes` plus this much for headers and the
@@ -75,6 +76,16 @@ class TopicLayout:
 
     def step_requests(self, participant: str) -> str:
         return self._name(f"provisioning.step-requests.{participant}")
+
+    @property
+    def step_requests_prefix(self) -> str:
+        """What every participant's step-requests topic starts with (for prefixed ACLs)."""
+        return self.step_requests("")
+
+    @property
+    def service_prefix(self) -> str:
+        """What every topic of the service in this namespace starts with."""
+        return self._name("provisioning.")
 
     def own_topics(self) -> frozenset[str]:
         return frozenset({self.commands, self.events, self.state, self.step_replies,
@@ -153,16 +164,28 @@ class TopicReport:
 def create_topics(
     admin: AdminClient,
     specs: list[TopicSpec],
-    replication_factor: int = 1,
+    replication_factor: int | None = None,
     timeout_s: float = 30.0,
+    *,
+    min_insync_replicas: int | None = None,
+    settings: Settings | None = None,
 ) -> TopicReport:
     """Create the topics that are missing; set the configs of existing ones to their specs
     (only the keys a spec names; other settings an operator made stay).
+
+    `replication_factor` None takes the brokers' `default.replication.factor`, so nothing
+    here assumes one broker; `min_insync_replicas` is set on every topic when given (else the
+    brokers' default applies). With `settings`, a refusal names the principal
+    (`KafkaAccessDenied`).
 
     Raises ConfigurationError when the co-partitioned topics end up with different partition
     counts (for instance, an existing commands topic with 6 partitions and a request for 12):
     the worker cannot run on such a layout, and repartitioning is an operator's decision.
     """
+    if min_insync_replicas is not None:
+        specs = [TopicSpec(s.name, s.partitions,
+                           {**s.config, "min.insync.replicas": str(min_insync_replicas)},
+                           s.copartitioned) for s in specs]
     existing = _partition_counts(admin, timeout_s)
     missing = [s for s in specs if s.name not in existing]
     _check_copartitioning(specs, existing)
@@ -170,7 +193,7 @@ def create_topics(
         futures = admin.create_topics(
             [
                 NewTopic(s.name, num_partitions=s.partitions,
-                         replication_factor=replication_factor, config=s.config)
+                         replication_factor=replication_factor or -1, config=s.config)
                 for s in missing
             ],
             operation_timeout=timeout_s,
@@ -181,21 +204,23 @@ def create_topics(
                 future.result()
             except KafkaException as exc:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                    raise _wrap(exc, f"creating topic {name}") from exc
+                    raise _wrap(exc, f"creating topic {name}", settings, "Create",
+                                name) from exc
     present = [s for s in specs if s.name in existing]
     return TopicReport(
         created=[s.name for s in missing],
         existing=[s.name for s in present],
-        reconfigured=reconcile_configs(admin, present, timeout_s),
+        reconfigured=reconcile_configs(admin, present, timeout_s, settings=settings),
     )
 
 
 def reconcile_configs(admin: AdminClient, specs: list[TopicSpec],
-                      timeout_s: float = 30.0) -> list[str]:
+                      timeout_s: float = 30.0, *, settings: Settings | None = None,
+                      ) -> list[str]:
     """Set every config a spec names that differs on the broker; the topics changed."""
     changed = []
     for spec in specs:
-        current = describe_configs(admin, spec.name, timeout_s)
+        current = describe_configs(admin, spec.name, timeout_s, settings=settings)
         wrong = {k: v for k, v in spec.config.items() if current.get(k) != v}
         if not wrong:
             continue
@@ -206,7 +231,8 @@ def reconcile_configs(admin: AdminClient, specs: list[TopicSpec],
             futures = admin.incremental_alter_configs([resource], request_timeout=timeout_s)
             futures[resource].result()
         except KafkaException as exc:
-            raise _wrap(exc, f"setting {', '.join(sorted(wrong))} of topic {spec.name}") from exc
+            raise _wrap(exc, f"setting {', '.join(sorted(wrong))} of topic {spec.name}",
+                        settings, "AlterConfigs", spec.name) from exc
         changed.append(spec.name)
     return changed
 
@@ -218,12 +244,14 @@ def verify_copartitioning(
     _check_copartitioning(specs, _partition_counts(admin, timeout_s))
 
 
-def describe_configs(admin: AdminClient, topic: str, timeout_s: float = 10.0) -> dict[str, str]:
+def describe_configs(admin: AdminClient, topic: str, timeout_s: float = 10.0, *,
+                     settings: Settings | None = None) -> dict[str, str]:
     resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
     try:
         entries = admin.describe_configs([resource], request_timeout=timeout_s)[resource].result()
     except KafkaException as exc:
-        raise _wrap(exc, f"describing topic {topic}") from exc
+        raise _wrap(exc, f"describing topic {topic}", settings, "DescribeConfigs",
+                    topic) from exc
     return {name: entry.value for name, entry in entries.items()}
 
 
@@ -245,8 +273,12 @@ def _check_copartitioning(specs: list[TopicSpec], existing: dict[str, int]) -> N
         )
 
 
-def _wrap(exc: KafkaException, doing: str) -> Exception:
+def _wrap(exc: KafkaException, doing: str, settings: Settings | None = None,
+          operation: str = "", topic: str | None = None) -> Exception:
     error = exc.args[0]
+    refused = None if settings is None else denial(error, settings, operation, topic=topic)
+    if refused is not None:
+        return refused
     message = f"{doing}: {error.str() if hasattr(error, 'str') else error}"
     if hasattr(error, "retriable") and error.retriable():
         return TransientError(message)

@@ -20,14 +20,16 @@ group_id = _fixtures.group_id
 kafka_admin = _fixtures.kafka_admin
 layout = _fixtures.layout
 migrated = _fixtures.migrated
+secure_cluster = _fixtures.secure_cluster
 topics = _fixtures.topics
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:  # noqa: ANN001 - pytest's hook
     """The figures of every run in this session, summed, as one line in
-    `.local/chaos/summary.txt` (`make chaos` prints it last)."""
+    `.local/chaos/summary.txt` (`make chaos` prints it last), after the replicated run's time
+    to recover from each fault."""
     from chaos_run import Report
-    from test_chaos import REPORTS
+    from test_chaos import RECOVERIES, REPORTS
 
     if not REPORTS:
         return
@@ -37,4 +39,5 @@ def pytest_sessionfinish(session, exitstatus) -> None:  # noqa: ANN001 - pytest'
         setattr(total, field, sum(getattr(r, field) for r in REPORTS))
     out = Path(__file__).resolve().parents[2] / ".local" / "chaos"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.txt").write_text(total.line() + "\n")
+    (out / "summary.txt").write_text("".join(f"{line}\n" for line in [*RECOVERIES,
+                                                                       total.line()]))

@@ -99,6 +99,10 @@ def test_settings_are_wired_from_the_config_map_and_secrets_by_reference(helm: P
     assert config["PROVISIONING_KAFKA_SSL_CA_LOCATION"] == "/etc/provisioning/kafka-tls/ca.crt"
     assert config["PROVISIONING_AUTH_JWKS_FILE"] == "/etc/provisioning/jwks/jwks.json"
     assert config["PROVISIONING_ROUTING_FILE"] == "/etc/provisioning/routing/routing.toml"
+    # What topics create sets and what the worker requires at start (README, Replication).
+    assert config["PROVISIONING_TOPIC_REPLICATION_FACTOR"] == "3"
+    assert config["PROVISIONING_TOPIC_MIN_INSYNC_REPLICAS"] == "2"
+    assert config["PROVISIONING_REQUIRED_MIN_INSYNC_REPLICAS"] == "2"
     worker = by_kind(docs, "Deployment")["rel-provisioning-worker"]
     container = worker["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e for e in container["env"]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 import sqlalchemy as sa
@@ -13,6 +14,9 @@ from confluent_kafka.admin import AdminClient
 from provisioning.database import upgrade
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout, create_topics
+
+if TYPE_CHECKING:
+    from secure_cluster import SecureCluster
 
 QUIET = logging.getLogger("tests.kafka")
 QUIET.setLevel(logging.CRITICAL)
@@ -85,3 +89,14 @@ def no_stray_processes() -> Iterator[None]:
 @pytest.fixture
 def group_id() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def secure_cluster(base_settings: Settings) -> Iterator[SecureCluster]:
+    """Three Kafka nodes with TLS, SASL/SCRAM and ACLs (`tests/secure_cluster.py`), started
+    for the first test that asks, stopped at the end of the session."""
+    from secure_cluster import start_secure_cluster
+
+    cluster = start_secure_cluster(base_settings.database_url_plain())
+    yield cluster
+    cluster.close()

@@ -32,14 +32,26 @@ ROOT = Path(__file__).resolve().parents[2]
 TERMINAL_EVENTS = ("ProvisioningSucceeded", "ProvisioningFailedEvent")
 
 
+# Settings a child process takes from the test's `Settings` object, not from the environment
+# the tests run in: the cluster, its credentials (a process of a secure stack runs under its
+# own principal) and what it requires of the cluster's replication.
+PASSED_SETTINGS = ("kafka_bootstrap_servers", "kafka_security_protocol", "kafka_sasl_mechanism",
+                   "kafka_sasl_username", "kafka_sasl_password", "kafka_ssl_ca_location",
+                   "kafka_ssl_certificate_location", "kafka_ssl_key_location",
+                   "kafka_ssl_key_password", "database_url", "topic_prefix",
+                   "topic_partitions", "topic_replication_factor", "topic_min_insync_replicas",
+                   "required_min_insync_replicas")
+
+
 def process_env(settings: Settings) -> dict[str, str]:
-    return {
-        **os.environ,
-        "PROVISIONING_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-        "PROVISIONING_DATABASE_URL": settings.database_url_plain(),
-        "PROVISIONING_TOPIC_PREFIX": settings.topic_prefix,
-        "PROVISIONING_TOPIC_PARTITIONS": str(settings.topic_partitions),
-    }
+    env = {k: v for k, v in os.environ.items()
+           if k.removeprefix("PROVISIONING_").lower() not in PASSED_SETTINGS}
+    for name in PASSED_SETTINGS:
+        value = getattr(settings, name)
+        if value is not None:
+            plain = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+            env[f"PROVISIONING_{name.upper()}"] = str(plain)
+    return env
 
 
 # Every process a test started, so that the test's teardown can end those it left running

@@ -65,8 +65,8 @@ def token(signing_key: DevSigningKey) -> Token:
 
 
 def start_api(settings: Settings, log_dir: Path, signing_key: DevSigningKey,
-              max_wait_s: float = 30, extra_env: dict[str, str] | None = None
-              ) -> tuple[ServiceProcess, str]:
+              max_wait_s: float = 30, extra_env: dict[str, str] | None = None,
+              start_timeout_s: float = 30) -> tuple[ServiceProcess, str]:
     """`provisioning api` trusting `signing_key` (unless `extra_env` says otherwise), once it
     answers; returns the process and its URL."""
     port = free_port()
@@ -85,9 +85,9 @@ def start_api(settings: Settings, log_dir: Path, signing_key: DevSigningKey,
             return False
 
     try:
-        wait_until(answers, 60, "the API answering")  # a loaded machine imports slowly
+        wait_until(answers, start_timeout_s, "the API answering")
     except BaseException:
-        api.kill()
+        api.kill()  # not left running behind a fixture that fails here
         raise
     return api, url
 

@@ -136,7 +136,7 @@ def test_two_processes_run_sagas_serve_one_port_and_stop_with_exit_zero(
         claimed = sorted(p for ps in owned.values() for p in ps)
         return owned if sorted(owned) == [0, 1] and claimed == [0, 1, 2] else None
 
-    wait_until(settled, 30, "each partition owned by exactly one member")
+    owned = wait_until(settled, 30, "each partition owned by exactly one member")
     members = supervised.members()
     assert sorted(members) == [f"{supervised.worker.instance_id}-0",
                                f"{supervised.worker.instance_id}-1"]

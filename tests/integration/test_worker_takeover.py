@@ -53,3 +53,44 @@ def test_survivor_finishes_the_killed_workers_sagas(
         assert [r.value["sequence"] for r in trail] == list(range(1, len(trail) + 1))
     assert second.stop() == 0
     events.close()
+
+
+def test_two_workers_with_one_transactional_id_leave_one_running_and_every_saga_once(
+    settings: Settings, topics: TopicLayout, db_engine: sa.Engine, tmp_path: Path,
+    group_id: str,
+) -> None:
+    """A fencing alone renews the producer (a broker failover does that to a transaction that
+    outlives its timeout); fenced again and again, a worker knows another process has its
+    transactional id, and stops."""
+    upgrade(db_engine)
+    run = uuid.uuid4().hex[:8]
+    commands = []
+    for i in range(40):
+        entity = f"twin-{run}-{i}"
+        add_entity(db_engine, entity, entity)
+        commands.append(_tenant_command(entity))
+    ids = [c["requestId"] for c in commands]
+    twins = [WorkerProcess(settings, tmp_path, group_id, instance_id=f"twin-{run}")
+             for _ in range(2)]
+    for twin, name in zip(twins, ("one", "two"), strict=True):
+        twin.name = name  # a log file each, though one instance id
+        twin.start()
+    events = TopicReader(settings, topics.events)
+    with CommandPublisher(settings) as publisher:
+        for command in commands:
+            publisher.publish("ProvisionTenantRequest", command)
+
+    events.wait_for(all_terminal(ids), 180, "every saga finished")
+    deadline = time.monotonic() + 120
+    while all(t.alive() for t in twins) and time.monotonic() < deadline:
+        time.sleep(1)
+    events.poll(1)
+
+    stopped = [t for t in twins if not t.alive()]
+    assert len(stopped) == 1, [t.log_text()[-2000:] for t in twins]
+    assert "another process uses this transactional id" in stopped[0].log_text()
+    for request_id in ids:
+        assert len(events.terminal(request_id)) == 1
+    running = next(t for t in twins if t.alive())
+    assert running.stop() == 0
+    events.close()

@@ -166,6 +166,8 @@ PROVISIONING_REPLY_TOPIC_PATTERN: {{ . | quote }}
 {{- end }}
 PROVISIONING_TOPIC_PARTITIONS: {{ .Values.kafka.partitions | quote }}
 PROVISIONING_TOPIC_REPLICATION_FACTOR: {{ .Values.kafka.replicationFactor | quote }}
+PROVISIONING_TOPIC_MIN_INSYNC_REPLICAS: {{ .Values.kafka.minInsyncReplicas | quote }}
+PROVISIONING_REQUIRED_MIN_INSYNC_REPLICAS: {{ .Values.kafka.minInsyncReplicas | quote }}
 PROVISIONING_AUTH_ISSUER: {{ .Values.auth.issuer | quote }}
 PROVISIONING_AUTH_AUDIENCE: {{ .Values.auth.audience | quote }}
 {{- if .Values.auth.jwksConfigMap }}
