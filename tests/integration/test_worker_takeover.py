@@ -64,26 +64,28 @@ def test_two_workers_with_one_transactional_id_leave_one_running_and_every_saga_
     transactional id, and stops."""
     upgrade(db_engine)
     run = uuid.uuid4().hex[:8]
-    commands = []
-    for i in range(40):
-        entity = f"twin-{run}-{i}"
-        add_entity(db_engine, entity, entity)
-        commands.append(_tenant_command(entity))
-    ids = [c["requestId"] for c in commands]
     twins = [WorkerProcess(settings, tmp_path, group_id, instance_id=f"twin-{run}")
              for _ in range(2)]
     for twin, name in zip(twins, ("one", "two"), strict=True):
         twin.name = name  # a log file each, though one instance id
         twin.start()
     events = TopicReader(settings, topics.events)
-    with CommandPublisher(settings) as publisher:
-        for command in commands:
-            publisher.publish("ProvisionTenantRequest", command)
 
+    # The twins fence each other only while both have work: an idle producer is never told.
+    # So sagas keep coming, a wave every two seconds, until one of them has stopped.
+    ids: list[str] = []
+    deadline = time.monotonic() + 180
+    with CommandPublisher(settings) as publisher:
+        while all(t.alive() for t in twins) and time.monotonic() < deadline:
+            for _ in range(10):
+                entity = f"twin-{run}-{len(ids)}"
+                add_entity(db_engine, entity, entity)
+                command = _tenant_command(entity)
+                publisher.publish("ProvisionTenantRequest", command)
+                ids.append(command["requestId"])
+            publisher.flush()
+            time.sleep(2)
     events.wait_for(all_terminal(ids), 180, "every saga finished")
-    deadline = time.monotonic() + 120
-    while all(t.alive() for t in twins) and time.monotonic() < deadline:
-        time.sleep(1)
     events.poll(1)
 
     stopped = [t for t in twins if not t.alive()]
