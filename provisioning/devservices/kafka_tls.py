@@ -57,21 +57,24 @@ class ClusterCertificates:
         if all(path.exists() for path in files):
             return self
         self.folder.mkdir(parents=True, exist_ok=True)
-        ca_key, ca_cert = _certificate_authority()
-        key, cert = _broker_certificate(ca_key, ca_cert)
-        _write(self.ca_cert, _pem(ca_cert))
-        _write(self.ca_key, _key_pem(ca_key), private=True)
-        _write(self.broker_cert, _pem(cert) + _pem(ca_cert))
-        _write(self.broker_key, _key_pem(key), private=True)
-        _write(self.broker_keystore, _key_pem(key) + _pem(cert) + _pem(ca_cert), private=True)
+        ca_key, ca_cert = certificate_authority()
+        # A server to clients, and a client to the other nodes (mutual TLS between brokers).
+        key, cert = signed_certificate(ca_key, ca_cert, BROKER_NAME, server=True, client=True)
+        _write(self.ca_cert, pem(ca_cert))
+        _write(self.ca_key, key_pem(ca_key), private=True)
+        _write(self.broker_cert, pem(cert) + pem(ca_cert))
+        _write(self.broker_key, key_pem(key), private=True)
+        _write(self.broker_keystore, key_pem(key) + pem(cert) + pem(ca_cert), private=True)
         return self
 
 
-def _certificate_authority() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def certificate_authority(name: str = "provisioning local Kafka CA",
+                          ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A self-signed CA that may sign certificates but no further CAs."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "provisioning local Kafka CA")])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     cert = (
-        _builder(name, name, key.public_key())
+        _builder(subject, subject, key.public_key())
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.KeyUsage(
             digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
@@ -84,24 +87,27 @@ def _certificate_authority() -> tuple[ec.EllipticCurvePrivateKey, x509.Certifica
     return key, cert
 
 
-def _broker_certificate(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
-                        ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def signed_certificate(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate,
+                       name: str, *, server: bool = False, client: bool = False,
+                       ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A certificate for `name` signed by the CA: a server's carries the SANs 127.0.0.1 and
+    localhost, a client's makes `name` its principal on a mutual-TLS listener."""
     key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, BROKER_NAME)])
-    cert = (
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    usages = ([ExtendedKeyUsageOID.SERVER_AUTH] if server else []) + (
+        [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [])
+    builder = (
         _builder(subject, ca_cert.subject, key.public_key())
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        # A server to clients, and a client to the other nodes (mutual TLS between brokers).
-        .add_extension(x509.ExtendedKeyUsage(
-            [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName([
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-            critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                        critical=False)
-        .sign(ca_key, hashes.SHA256())
     )
-    return key, cert
+    if server:
+        builder = builder.add_extension(x509.SubjectAlternativeName([
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False)
+    return key, builder.sign(ca_key, hashes.SHA256())
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey,
@@ -113,11 +119,11 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurve
             .not_valid_after(now + datetime.timedelta(days=VALID_DAYS)))
 
 
-def _pem(cert: x509.Certificate) -> bytes:
+def pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     # Unencrypted PKCS#8: what both Kafka's PEM keystore (without ssl.key.password) and
     # librdkafka read; the file itself is readable by its owner only.
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
