@@ -9,7 +9,7 @@ write `state.outputs == {"tenantId": "t-1"}`.
 from __future__ import annotations
 
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import ItemsView, Iterator, KeysView, Mapping, ValuesView
 from typing import Any, TypeVar
 
 K = TypeVar("K")
@@ -22,7 +22,9 @@ class FrozenMap(Mapping[K, V]):
     __class_getitem__ = classmethod(types.GenericAlias)
 
     def __init__(self, items: Mapping[K, V] | Any = ()) -> None:
-        self._items: dict[K, V] = dict(items)
+        # From another FrozenMap: its dict, copied in C (Mapping's protocol would call
+        # __getitem__ once per key in Python).
+        self._items: dict[K, V] = dict(items._items if isinstance(items, FrozenMap) else items)
         self._hash: int | None = None
 
     def __getitem__(self, key: K) -> V:
@@ -34,12 +36,32 @@ class FrozenMap(Mapping[K, V]):
     def __len__(self) -> int:
         return len(self._items)
 
+    # The dict's own read-only views and lookups: the worker reads these maps for every record
+    # it writes, and Mapping's generic versions run a Python frame per item (measured: a third
+    # of a million generator steps per thousand sagas).
+    def keys(self) -> KeysView[K]:
+        return self._items.keys()
+
+    def values(self) -> ValuesView[V]:
+        return self._items.values()
+
+    def items(self) -> ItemsView[K, V]:
+        return self._items.items()
+
+    def get(self, key: K, default: Any = None) -> Any:
+        return self._items.get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
     def __hash__(self) -> int:
         if self._hash is None:
             self._hash = hash(frozenset(self._items.items()))
         return self._hash
 
     def __eq__(self, other: object) -> bool:
+        if isinstance(other, FrozenMap):
+            return self._items == other._items
         if isinstance(other, Mapping):
             return self._items == dict(other.items())
         return NotImplemented
@@ -59,7 +81,8 @@ class FrozenMap(Mapping[K, V]):
 
     def merge(self, other: Mapping[K, V]) -> FrozenMap[K, V]:
         """A copy with the items of `other` added (they win on equal keys)."""
-        return FrozenMap({**self._items, **other})
+        extra = other._items if isinstance(other, FrozenMap) else other
+        return FrozenMap({**self._items, **extra})
 
 
 EMPTY: FrozenMap[Any, Any] = FrozenMap()
