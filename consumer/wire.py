@@ -40,16 +40,30 @@ def _plainers(cls: type) -> tuple[tuple[str, str, Any], ...]:
     """Per field: its name, its record key and what makes its value plain (None: nothing to
     do, as for most fields), worked out once per type from its annotation: encoding is the
     worker's hottest path (measured: a third of its CPU with the generic conversion)."""
+    return _per_field(cls, _plainer)
+
+
+def _per_field(cls: type, conversion: Any) -> tuple[tuple[str, str, Any], ...]:
+    """Per field of `cls`: its name, its record key and `conversion` of its annotation."""
     hints = _hints(cls)
-    return tuple((f.name, camel(f.name), _plainer(hints[f.name]))
+    return tuple((f.name, camel(f.name), conversion(hints[f.name]))
                  for f in dataclasses.fields(cls))
+
+
+def _optional_of(hint: Any) -> Any | None:
+    """X of an annotation `X | None`; None for any other annotation (a union of several
+    types is not narrowed)."""
+    if typing.get_origin(hint) not in (typing.Union, types.UnionType):
+        return None
+    inner = [a for a in typing.get_args(hint) if a is not type(None)]
+    return inner[0] if len(inner) == 1 else None
 
 
 def _plainer(hint: Any) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _plainer(inner[0]) if len(inner) == 1 else _plain
+        inner = _optional_of(hint)
+        return _plain if inner is None else _plainer(inner)
     if hint in (str, int, float, bool):
         return None
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
@@ -91,17 +105,15 @@ def from_record(cls: type[T], record: Mapping[str, Any]) -> T:
 def _converters(cls: type) -> tuple[tuple[str, str, Any], ...]:
     """Per field: its name, its record key and the function that types a decoded value, worked
     out once per class (restoring thousands of states made the per-value lookups dominate)."""
-    hints = _hints(cls)
-    return tuple((f.name, camel(f.name), _converter(hints[f.name]))
-                 for f in dataclasses.fields(cls))
+    return _per_field(cls, _converter)
 
 
 def _converter(hint: Any) -> Any:
     """The function that types a decoded value of a field annotated `hint`."""
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _converter(inner[0]) if len(inner) == 1 else _identity
+        inner = _optional_of(hint)
+        return _identity if inner is None else _converter(inner)
     if hint in (str, int, float, bool, typing.Any):
         return _identity
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
