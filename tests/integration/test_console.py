@@ -39,7 +39,7 @@ from provisioning.devservices.signing_key import DevSigningKey
 from provisioning.settings import Settings
 
 os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")  # never fetch a browser build
-from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright  # noqa: E402
 
 CHROMIUM = Path(os.environ.get("PROVISIONING_TEST_CHROMIUM", "/usr/bin/chromium"))
 ROOT = Path(__file__).resolve().parents[2]
@@ -166,6 +166,14 @@ def status_in_db(engine: sa.Engine, request_id: str) -> str | None:
                                     "WHERE request_id = :id"), {"id": request_id}).scalar()
 
 
+def signed_in(browser: Browser, url: str, token: str) -> tuple[BrowserContext, Page]:
+    """A new browser context (its own cookies) with a page signed in to the console."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    sign_in(page, url, token)
+    return context, page
+
+
 def sign_in(page: Page, url: str, token: str) -> None:
     page.goto(f"{url}/console")
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
@@ -199,9 +207,7 @@ def shoot(page: Page, name: str) -> None:
 def test_an_operator_signs_in_finds_a_request_by_id_and_sees_its_five_steps(
     browser: Browser, demo: Demo, signing_key: DevSigningKey
 ) -> None:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    sign_in(page, demo.url, operator_token(signing_key))
+    context, page = signed_in(browser, demo.url, operator_token(signing_key))
     cookie = next(c for c in context.cookies() if c["name"] == COOKIE)
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/console"
     assert cookie["expires"] == -1  # a session cookie: it ends with the browser
@@ -232,9 +238,7 @@ def test_cancelling_a_hung_saga_shows_it_fail_with_its_compensations_live(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     request_id = hung_service(demo, signing_key, "Acme Widgets")
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    sign_in(page, demo.url, operator_token(signing_key))
+    context, page = signed_in(browser, demo.url, operator_token(signing_key))
     find_by_request_id(page, request_id)
     expect(page.get_by_role("status", name="Request status")).to_have_text("IN_PROGRESS")
     expect(timeline(page).get_by_role("listitem", name=re.compile(
@@ -285,9 +289,7 @@ def test_cancelling_a_hung_saga_shows_it_fail_with_its_compensations_live(
 def test_an_operator_fixes_a_dead_letter_and_sends_it_again(
     browser: Browser, demo: Demo, signing_key: DevSigningKey
 ) -> None:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    sign_in(page, demo.url, operator_token(signing_key))
+    context, page = signed_in(browser, demo.url, operator_token(signing_key))
     page.get_by_role("navigation", name="Console").get_by_role("link", name="Dead letters").click()
     letters = page.get_by_role("table", name="Dead-lettered commands")
     row = letters.get_by_role("row").filter(has_text=demo.dead_letter_key)
@@ -317,9 +319,7 @@ def test_an_operator_fixes_a_dead_letter_and_sends_it_again(
 def test_an_operator_bulk_retries_the_two_failed_requests_of_a_filter(
     browser: Browser, demo: Demo, signing_key: DevSigningKey, migrated: sa.Engine
 ) -> None:
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    sign_in(page, demo.url, operator_token(signing_key))
+    context, page = signed_in(browser, demo.url, operator_token(signing_key))
     filters = page.get_by_role("search", name="Filter requests")
     filters.get_by_role("combobox", name="Status").select_option("FAILED")
     filters.get_by_role("textbox", name="Tenant").fill(demo.tenants["Initech"])
@@ -358,9 +358,7 @@ def test_a_tenants_token_sees_only_its_tenant_and_gets_no_actions(
     globex = demo.tenants["Globex"]
     token = make_token(signing_key, subject="globex-svc", tenant=globex,
                        permissions=(SUBMIT, READ, RETRY))
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    sign_in(page, demo.url, token)
+    context, page = signed_in(browser, demo.url, token)
     nav = page.get_by_role("navigation", name="Console")
     expect(nav.get_by_role("link", name="Dead letters")).to_have_count(0)
     expect(page.get_by_role("textbox", name="Tenant")).to_have_count(0)
@@ -475,9 +473,7 @@ def test_screenshots_of_the_requests_and_the_overview(
 ) -> None:
     """The README's pictures, from this module's demo-like data (the requests table filtered to
     the time it ran; the overview is the whole projection of the last hour)."""
-    context = browser.new_context(viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    sign_in(page, demo.url, operator_token(signing_key))
+    context, page = signed_in(browser, demo.url, operator_token(signing_key))
     since = demo.started.strftime("%Y-%m-%dT%H:%M:%S")
     page.goto(f"{demo.url}/console/requests?since={since}")
     expect(page.get_by_role("table", name=re.compile("^Requests"))).to_be_visible()
