@@ -167,7 +167,9 @@ class Checkpoint:
 
     def abort(self, tries: int = 3) -> None:
         """Discard the open transaction and everything held for it. An abort that times out
-        is called again (librdkafka's rule: a later begin would find it still in progress)."""
+        is called again (librdkafka's rule: a later begin would find it still in progress).
+        A fenced, failed or hung producer ends the attempts without raising: the worker
+        replaces it next (`Worker._rewind`)."""
         self.held.clear()
         self.offsets.clear()
         try:

@@ -767,8 +767,7 @@ class Worker:
         try:
             self._commit()
         except (TransactionAborted, KafkaException):
-            with contextlib.suppress(ProducerFenced):
-                self.checkpoint.abort()
+            self.checkpoint.abort()
         except ProducerFenced:
             self.checkpoint.open = False  # nothing of it may be committed by this process
         self._forget({tp.partition for tp in partitions})
@@ -819,8 +818,7 @@ class Worker:
     def _rewind(self) -> None:
         """After an aborted transaction: back to the last committed state and offsets, with a
         fresh transactional producer."""
-        with contextlib.suppress(ProducerFenced):  # a fenced producer is replaced just below
-            self.checkpoint.abort()
+        self.checkpoint.abort()  # a fenced or failed producer is replaced just below
         self._written = _Written()
         self._renew_producer()
         owned = self.store.partitions()
