@@ -94,7 +94,8 @@ class PartitionWatchdog:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout=10)
         self._probe.close()
 
     def problem(self) -> str | None:

@@ -221,7 +221,17 @@ class Worker:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Run until `stop()` (or SIGTERM/SIGINT), then finish the transaction and close."""
+        """Run until `stop()` (or SIGTERM/SIGINT), then finish the transaction and close. The
+        clients are closed whatever stops the worker, even a refused login before the loop:
+        a librdkafka client still open when the process exits races its TLS threads against
+        OpenSSL's exit handlers (seen: SIGSEGV, or a corrupted heap, after exit code 2)."""
+        try:
+            self._start()
+            self._loop()
+        finally:
+            self.close()
+
+    def _start(self) -> None:
         self._check_topics()
         self._init_transactions()
         # After init_transactions: on a fresh cluster the transaction log exists from then on.
@@ -237,6 +247,8 @@ class Worker:
                                           "instance": self.options.instance_id})
         self.watchdog.start()
         self._started = True
+
+    def _loop(self) -> None:
         try:
             while not self._stopping:
                 self.turn()
@@ -245,8 +257,6 @@ class Worker:
             # Said now: closing may fail too, and its error would hide this one.
             log.exception("worker stopping on an error")
             raise
-        finally:
-            self.close()
 
     def install_signal_handlers(self) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -265,6 +275,8 @@ class Worker:
         # as a SystemError): nothing of its transaction may be delivered anyway.
         with contextlib.suppress(KafkaException, SystemError):
             self.producer.flush(10)
+        with contextlib.suppress(KafkaException, SystemError):
+            self.producer.close()
 
     # --- one turn of the loop ------------------------------------------------------------------
 
@@ -905,7 +917,10 @@ class Worker:
         return count
 
     def _statistics(self, stats_json: str) -> None:
-        assigned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
+        # The partitions restored, not `consumer.assignment()`: this callback also runs inside
+        # `consumer.close()`, where a call back into the consumer never returns (seen).
+        assigned = {(topic, number) for number in self.store.partitions()
+                    for topic in (self.topics.commands, self.topics.step_replies)}
         lag_from_statistics(json.loads(stats_json), self.options.group_id, assigned)
 
     def readiness(self) -> tuple[bool, str]:
