@@ -152,7 +152,8 @@ def run_chaos(settings: Settings, engine: sa.Engine, log_dir: Path, sagas: int,
         schedule = list(zip(moments, faults, strict=True))
         deadline = time.monotonic() + timeout_s
         while sum(1 for i in ids if events.terminal(i)) < sagas:
-            assert time.monotonic() < deadline, report.line() + " (timed out)"
+            assert time.monotonic() < deadline, _stuck(report, "timed out", events, ids,
+                                                       log_dir)
             events.poll(0.5)
             done = sum(1 for i in ids if events.terminal(i)) / sagas
             while schedule and done >= schedule[0][0]:
@@ -163,7 +164,7 @@ def run_chaos(settings: Settings, engine: sa.Engine, log_dir: Path, sagas: int,
                                      "held back in Kafka")
         neighbour.stop()
         # Its last sagas may still be compensating (patient retries): their own budget.
-        _await_hostile(report, events, neighbour, time.monotonic() + HOSTILE_END_S)
+        _await_hostile(report, events, neighbour, time.monotonic() + HOSTILE_END_S, log_dir)
         _settle(events)
         report.worker_exits = len(pool.exited())
         report.notes += [f"{i} exited by itself" for i in pool.exited()]
@@ -191,12 +192,14 @@ def _accept_oversized_commands(settings: Settings) -> None:
 
 
 def _await_hostile(report: Report, events: TopicReader, neighbour: HostileNeighbour,
-                   deadline: float) -> None:
+                   deadline: float, log_dir: Path) -> None:
     """Every saga of the neighbour's unrecordable answers ends, FAILED with its reason."""
     report.hostile = neighbour.sent
     ids = neighbour.participant_sagas
     while not all(events.terminal(i) for i in ids):
-        assert time.monotonic() < deadline, report.line() + " (hostile sagas did not end)"
+        assert time.monotonic() < deadline, _stuck(
+            report, "hostile sagas did not end", events, ids, log_dir,
+            [f"hostile neighbour: {e}" for e in neighbour.errors[-3:]])
         events.poll(0.5)
     ended = Counter(events.terminal(i)[-1].record_name for i in ids)
     report.notes.append(f"hostile neighbour: {neighbour.sent} records; its {len(ids)} sagas "
@@ -206,6 +209,24 @@ def _await_hostile(report: Report, events: TopicReader, neighbour: HostileNeighb
         report.duplicated += ended["ProvisioningSucceeded"]
     report.notes += [f"hostile neighbour: {e}" for e in neighbour.errors[:5]
                      if "MSG_SIZE_TOO_LARGE" not in e]
+
+
+def _stuck(report: Report, what: str, events: TopicReader, ids: list[str], log_dir: Path,
+           more: list[str] | None = None) -> str:
+    """Why a run waited in vain, for the failure message: the sagas that did not end and the
+    events each got, where the test's reader stands, and the workers' and projector's last
+    warnings (their logs die with the test's temporary folder)."""
+    open_ = [i for i in ids if not events.terminal(i)]
+    seen = [f"{i}: {[r.record_name for r in events.by_key.get(i, [])][-4:]} "
+            f"(partition {events.by_key[i][-1].partition if events.by_key.get(i) else '?'})"
+            for i in open_[:5]]
+    lines = [f"{report.line()} ({what}: {len(open_)} of {len(ids)} not ended)", *seen,
+             events.describe(), *(more or [])]
+    for log in sorted(log_dir.glob("*.log")):
+        loud = [line[:300] for line in log.read_text(errors="replace").splitlines()
+                if '"level": "warning"' in line or '"level": "error"' in line]
+        lines += [f"{log.name}: {line}" for line in loud[-4:]]
+    return "\n".join(lines)
 
 
 def _inject(fault: str, pool: Workers, services: LocalServices, rng: random.Random,

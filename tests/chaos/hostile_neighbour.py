@@ -8,12 +8,13 @@ caller, a broken participant's callers and a forger would send.
 - tenant sagas whose participant answers text that cannot be recorded (a lone surrogate in
   its reason, an output of 950 KB): `chaos_worker.py` answers so for the entities named here.
 
-`sent` counts every hostile record; `participant_sagas` are the requestIds of the last kind,
-each of which must end (FAILED, with a reason).
+`sent` counts every hostile record; `participant_sagas` are the requestIds of the last kind
+that the broker acknowledged, each of which must end (FAILED, with a reason).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -73,14 +74,18 @@ class HostileNeighbour:
                 self.errors.append(f"{type(exc).__name__}: {exc}")
             self._producer.poll(0)
 
-    def _send(self, topic: str, key: str, value: bytes) -> None:
-        self._producer.produce(topic, key=key.encode(), value=value,
-                               on_delivery=self._delivered)
-        self.sent += 1
+    def _send(self, topic: str, key: str, value: bytes,
+              then: Callable[[], None] | None = None) -> None:
+        """Produce; `then()` once the broker has the record (a command that never reached
+        it, as while the broker restarts, is no saga that must end)."""
+        def delivered(error: object, _: object) -> None:
+            if error is not None:
+                self.errors.append(f"delivery: {error}")
+            elif then is not None:
+                then()
 
-    def _delivered(self, error: object, _: object) -> None:
-        if error is not None:
-            self.errors.append(f"delivery: {error}")
+        self._producer.produce(topic, key=key.encode(), value=value, on_delivery=delivered)
+        self.sent += 1
 
     def _oversized(self) -> None:
         request_id = str(uuid.uuid4())
@@ -116,5 +121,5 @@ class HostileNeighbour:
                                      "(gen_random_uuid(), :e, :e)"), {"e": entity})
             command = self._tenant_command(entity)
             self._send(self._layout.commands, command["requestId"],
-                       codec.encode("ProvisionTenantRequest", command))
-            self.participant_sagas.append(command["requestId"])
+                       codec.encode("ProvisionTenantRequest", command),
+                       then=functools.partial(self.participant_sagas.append, command["requestId"]))

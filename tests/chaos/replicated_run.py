@@ -113,7 +113,7 @@ def run_replicated_chaos(cluster: SecureCluster, engine: sa.Engine, log_dir: Pat
         _wait(lambda: all(events.terminal(i) for i in ids), deadline, events, completions,
               report)
         neighbour.stop()
-        _await_hostile(report, events, neighbour, deadline)
+        _await_hostile(report, events, neighbour, deadline, log_dir)
         _settle(events)
         report.worker_exits = len(pool.exited())
         report.notes += [f"{i} exited by itself" for i in pool.exited()]
@@ -181,7 +181,7 @@ class Feeder:
 def _wait(done: Callable[[], bool], deadline: float, events: TopicReader,
           completions: Completions, report: Report, feeder: Feeder | None = None) -> None:
     while not done():
-        assert time.monotonic() < deadline, report.line() + " (timed out)"
+        assert time.monotonic() < deadline, f"{report.line()} (timed out)\n{events.describe()}"
         events.poll(0.5)
         completions.observe(events)
         if feeder is not None and feeder.errors:

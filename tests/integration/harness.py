@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from provisioning.ops import free_port  # noqa: F401 - the tests import it from here
 from provisioning.settings import Settings
@@ -190,13 +190,19 @@ class TopicReader:
         }, logger=READER_LOG)  # librdkafka's complaints while a broker restarts: not on stderr
         self.consumer.assign([TopicPartition(topic, p, 0)
                               for p in range(settings.topic_partitions)])
+        self.topic = topic
+        self.partitions = settings.topic_partitions
         self.records: list[Record] = []
         self.by_key: dict[str, list[Record]] = defaultdict(list)
+        self.errors: list[str] = []  # the consumer's, for `describe()`
 
     def poll(self, timeout_s: float = 0.5) -> int:
         count = 0
         for message in self.consumer.consume(1000, timeout=timeout_s):
-            if message.error() or message.value() is None:
+            if message.error():
+                self.errors = [*self.errors[-4:], message.error().str()]
+                continue
+            if message.value() is None:
                 continue
             decoded = codec.decode(message.value())
             record = Record(decoded.record_name, decoded.value,
@@ -219,6 +225,20 @@ class TopicReader:
 
     def terminal(self, key: str) -> list[Record]:
         return [r for r in self.by_key.get(key, []) if r.record_name in TERMINAL_EVENTS]
+
+    def describe(self) -> str:
+        """Where this reader stands, for a test that waited in vain: records read, and per
+        partition its position against the high watermark; the consumer's last errors."""
+        parts = []
+        for tp in self.consumer.position([TopicPartition(self.topic, p)
+                                          for p in range(self.partitions)]):
+            try:
+                _, high = self.consumer.get_watermark_offsets(tp, timeout=5)
+            except KafkaException as exc:
+                high = f"? ({exc.args[0].str()})"
+            parts.append(f"[{tp.partition}] at {tp.offset} of {high}")
+        return (f"reader of {self.topic}: {len(self.records)} records; {', '.join(parts)}; "
+                f"last errors: {self.errors or 'none'}")
 
     def close(self) -> None:
         self.consumer.close()
