@@ -76,11 +76,16 @@ class StallDetector:
 
 class PartitionWatchdog:
     """Every `interval_s`: the worker consumer's assignment and positions (local reads), the
-    group's committed offsets and the partitions' end offsets (its own probe client)."""
+    group's committed offsets and the partitions' end offsets (its own probe client). From the
+    same readings, the lag of every assigned partition (`provisioning_consumer_lag`): the
+    worker commits its offsets inside transactions, which librdkafka's statistics never see
+    (their consumer lag stays -1)."""
 
     def __init__(self, consumer: Consumer, probe_config: dict, held_back: Callable[[str], bool],
                  stall_after_s: float, interval_s: float) -> None:
         self._consumer = consumer
+        self._group = str(probe_config["group.id"])
+        self._lagging: set[Key] = set()  # partitions with a lag sample, to remove when revoked
         self._probe = Consumer(probe_config, logger=log)
         self._held_back = held_back
         self._interval_s = interval_s
@@ -118,6 +123,7 @@ class PartitionWatchdog:
             self.check(readings, time.monotonic())
 
     def check(self, readings: Mapping[Key, Reading], now: float) -> None:
+        self._report_lag(readings)
         stalled, recovered = self.detector.observe(now, readings)
         for topic, partition in stalled:
             reading = readings[(topic, partition)]
@@ -128,6 +134,14 @@ class PartitionWatchdog:
         for topic, partition in recovered:
             log.info("partition moves again", extra={"topic": topic, "partition": partition})
         metrics.STALLED_PARTITIONS.set(len(self.detector.stalled))
+
+    def _report_lag(self, readings: Mapping[Key, Reading]) -> None:
+        for topic, partition in self._lagging - readings.keys():
+            metrics.CONSUMER_LAG.remove(self._group, topic, str(partition))
+        for (topic, partition), reading in readings.items():
+            lag = max(0, reading.end - reading.consumed)
+            metrics.CONSUMER_LAG.labels(self._group, topic, str(partition)).set(lag)
+        self._lagging = set(readings)
 
     def _readings(self) -> dict[Key, Reading]:
         assignment = self._consumer.assignment()

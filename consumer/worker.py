@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import signal
 import socket
@@ -61,7 +60,6 @@ from consumer.watchdog import PartitionWatchdog
 from provisioning import metrics
 from provisioning.errors import CodecError, ConfigurationError, ProvisioningError, TransientError
 from provisioning.kafka_access import KafkaAccessDenied, client_config, denial, raise_if_denied
-from provisioning.ops import lag_from_statistics
 from provisioning.replication import TRANSACTION_LOG, check_replication
 from provisioning.settings import Settings
 from provisioning.topics import ReplyTopicRule, TopicLayout, verify_copartitioning
@@ -204,9 +202,7 @@ class Worker:
         self.ready = False  # set once the first assignment is restored
         membership = ({"group.instance.id": f"{options.group_id}-{options.instance_id}"}
                       if options.static_membership else {})
-        self.consumer: Consumer = group_consumer(
-            settings, options.group_id, stats_cb=self._statistics,
-            **{"statistics.interval.ms": 5000, **membership})
+        self.consumer: Consumer = group_consumer(settings, options.group_id, **membership)
         self._transactional_id = f"{options.group_id}-{options.instance_id}"
         self.producer: Producer = transactional_producer(settings, self._transactional_id)
         self.checkpoint = Checkpoint(self.producer, self.consumer)
@@ -915,13 +911,6 @@ class Worker:
                         and (not stuck_only or state.updated_at < stuck_before)):
                     count += 1
         return count
-
-    def _statistics(self, stats_json: str) -> None:
-        # The partitions restored, not `consumer.assignment()`: this callback also runs inside
-        # `consumer.close()`, where a call back into the consumer never returns (seen).
-        assigned = {(topic, number) for number in self.store.partitions()
-                    for topic in (self.topics.commands, self.topics.step_replies)}
-        lag_from_statistics(json.loads(stats_json), self.options.group_id, assigned)
 
     def readiness(self) -> tuple[bool, str]:
         if not self.ready:

@@ -115,6 +115,9 @@ class Projector:
         # Written by the poll loop, read by /readyz on the ops thread.
         self._holds: dict[PartitionKey, Hold] = {}
         self._holds_lock = threading.Lock()
+        # Kept by the rebalance callbacks, for the statistics callback: it also runs inside
+        # `consumer.close()`, where asking the consumer for its assignment never returns.
+        self._assigned: set[PartitionKey] = set()
 
     def subscribe(self) -> None:
         self._consumer.subscribe([self._topic], on_assign=self._on_assign,
@@ -186,8 +189,7 @@ class Projector:
         return True, "projecting"
 
     def _statistics(self, stats_json: str) -> None:
-        assigned = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
-        lag_from_statistics(json.loads(stats_json), self._options.group, assigned)
+        lag_from_statistics(json.loads(stats_json), self._options.group, set(self._assigned))
 
     def _write(self, batch: Sequence[Event]) -> store.BatchResult:
         if not batch:  # every record was dead-lettered or held: no transaction to open
@@ -284,6 +286,7 @@ class Projector:
         # a rebalance would never be fetched again, and its hold would no longer be reported.
         # So every assigned partition is resumed; a held one is read again from its committed
         # offset, the held record, and held again.
+        self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
         self._release([(tp.topic, tp.partition) for tp in partitions], "assigned again")
         try:
             consumer.resume(partitions)
@@ -291,6 +294,7 @@ class Projector:
             log.warning("assigned partitions not resumed: %s", exc)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned -= {(tp.topic, tp.partition) for tp in partitions}
         self._release([(tp.topic, tp.partition) for tp in partitions],
                       "revoked; its next owner reads it from the held record")
 

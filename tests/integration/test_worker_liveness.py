@@ -102,6 +102,43 @@ def test_the_watchdog_flags_a_partition_left_paused_but_not_one_held_back(
     events.close()
 
 
+def test_the_lag_of_each_assigned_partition_is_its_unread_records(
+    settings: Settings, topics: TopicLayout, migrated: sa.Engine, group_id: str,
+    builtin: BuiltinParticipant,
+) -> None:
+    """`provisioning_consumer_lag` (the ConsumerLag alert's input) for the worker: records
+    waiting in each partition it owns. Its offsets commit inside transactions, which
+    librdkafka's statistics never see; the watchdog's readings do."""
+    def lag(partition: int) -> float | None:
+        return REGISTRY.get_sample_value("provisioning_consumer_lag", {
+            "group": group_id, "topic": topics.commands, "partition": str(partition)})
+
+    gate = threading.Event()
+
+    def gated(call: StepCall) -> StepOutcome:
+        if call.params.get("entityId", "").startswith("slow-"):
+            gate.wait(30)
+        return builtin.call(call)
+
+    events = TopicReader(settings, topics.events)
+    with Running(worker_with(settings, group_id, gated, max_in_flight=1)):
+        wait_until(lambda: all(lag(p) == 0 for p in range(settings.topic_partitions)), 10,
+                   "a lag of 0 for every command partition of an idle worker")
+        # One saga fills the worker; three more wait behind it in partition 0.
+        slow = _on_partition(migrated, settings, 0, 1, prefix="slow")
+        waiting = _on_partition(migrated, settings, 0, 3)
+        publish(settings, "ProvisionTenantRequest", *slow)
+        events.wait_for(lambda r: bool(r.by_key.get(slow[0]["requestId"])), 30, "the slow one")
+        publish(settings, "ProvisionTenantRequest", *waiting)
+        wait_until(lambda: lag(0) == 3, 10, "a lag of 3 in partition 0")
+        assert lag(1) == lag(2) == 0
+        gate.set()
+        events.wait_for(lambda r: all(r.terminal(c["requestId"]) for c in [*slow, *waiting]),
+                        30, "every saga")
+        wait_until(lambda: lag(0) == 0, 10, "the lag of partition 0 back to 0")
+    events.close()
+
+
 def test_a_saga_whose_records_are_too_large_fails_alone_and_compensates(
     settings: Settings, topics: TopicLayout, migrated: sa.Engine, group_id: str,
     builtin: BuiltinParticipant,
