@@ -60,6 +60,7 @@ class Report:
     secrets_in_logs: int = 0  # log files of the run that contain the database password
     hostile: int = 0  # hostile records the neighbour sent
     worker_exits: int = 0  # worker processes that ended without being killed or stopped
+    stop_hangs: int = 0  # workers still running 30 s after SIGTERM
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -71,7 +72,7 @@ class Report:
                 f"duplicated={self.duplicated} audit_gaps={self.audit_gaps} "
                 f"projection_mismatches={self.projection_mismatches} "
                 f"retry_success={self.retry_success:.3f} hostile={self.hostile} "
-                f"worker_exits={self.worker_exits}")
+                f"worker_exits={self.worker_exits} stop_hangs={self.stop_hangs}")
 
 
 @dataclass
@@ -105,15 +106,19 @@ class Workers:
         return [i for i, p in self.processes.items() if p.poll() is not None
                 and i not in self.killed]
 
-    def stop(self) -> None:
+    def stop(self) -> list[str]:
+        """SIGTERM to every worker; those still running 30 s later are killed and returned."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.terminate()
-        for process in self.processes.values():
+        hung = []
+        for instance, process in self.processes.items():
             try:
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
+                hung.append(instance)
+        return hung
 
 
 def run_chaos(settings: Settings, engine: sa.Engine, log_dir: Path, sagas: int,
@@ -168,7 +173,7 @@ def run_chaos(settings: Settings, engine: sa.Engine, log_dir: Path, sagas: int,
         _settle(events)
         report.worker_exits = len(pool.exited())
         report.notes += [f"{i} exited by itself" for i in pool.exited()]
-        pool.stop()
+        _stopped(report, pool)
         _check(report, events, ids, commands, engine, settings)
         _check_logs(report, log_dir, settings)
     finally:
@@ -177,6 +182,14 @@ def run_chaos(settings: Settings, engine: sa.Engine, log_dir: Path, sagas: int,
         projector.stop()
         events.close()
     return report
+
+
+def _stopped(report: Report, pool: Workers) -> None:
+    """Stop the workers; one that does not end within 30 s of SIGTERM is a defect (seen: a
+    callback that called back into the consumer inside its close)."""
+    hung = pool.stop()
+    report.stop_hangs = len(hung)
+    report.notes += [f"{i} did not stop within 30 s of SIGTERM (killed)" for i in hung]
 
 
 def _accept_oversized_commands(settings: Settings) -> None:

@@ -35,7 +35,8 @@ def pytest_sessionfinish(session, exitstatus) -> None:  # noqa: ANN001 - pytest'
         return
     total = Report(sagas=sum(r.sagas for r in REPORTS))
     for field in ("faults", "lost", "duplicated", "audit_gaps", "projection_mismatches",
-                  "retried_steps", "retried_then_completed", "hostile", "worker_exits"):
+                  "retried_steps", "retried_then_completed", "hostile", "worker_exits",
+                  "stop_hangs"):
         setattr(total, field, sum(getattr(r, field) for r in REPORTS))
     out = Path(__file__).resolve().parents[2] / ".local" / "chaos"
     out.mkdir(parents=True, exist_ok=True)

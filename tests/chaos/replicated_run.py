@@ -39,6 +39,7 @@ from chaos_run import (
     _check,
     _check_logs,
     _settle,
+    _stopped,
 )
 from harness import ServiceProcess, TopicReader
 from hostile_neighbour import HostileNeighbour
@@ -117,7 +118,7 @@ def run_replicated_chaos(cluster: SecureCluster, engine: sa.Engine, log_dir: Pat
         _settle(events)
         report.worker_exits = len(pool.exited())
         report.notes += [f"{i} exited by itself" for i in pool.exited()]
-        pool.stop()
+        _stopped(report, pool)
         _check(report, events, ids, feeder.commands, engine, operator)
         _check_logs(report, log_dir, operator)
         _check_scram_passwords(report, log_dir, cluster)
