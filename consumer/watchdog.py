@@ -74,6 +74,17 @@ class StallDetector:
         self._stalled.pop(key, None)
 
 
+def report_lag(group: str, readings: Mapping[Key, Reading], reported: set[Key]) -> set[Key]:
+    """Each read partition's unread records as `provisioning_consumer_lag`; the samples of
+    `reported` partitions no longer read (revoked) are removed. Returns what is reported."""
+    for topic, partition in reported - readings.keys():
+        metrics.CONSUMER_LAG.remove(group, topic, str(partition))
+    for (topic, partition), reading in readings.items():
+        lag = max(0, reading.end - reading.consumed)
+        metrics.CONSUMER_LAG.labels(group, topic, str(partition)).set(lag)
+    return set(readings)
+
+
 class PartitionWatchdog:
     """Every `interval_s`: the worker consumer's assignment and positions (local reads), the
     group's committed offsets and the partitions' end offsets (its own probe client). From the
@@ -123,7 +134,7 @@ class PartitionWatchdog:
             self.check(readings, time.monotonic())
 
     def check(self, readings: Mapping[Key, Reading], now: float) -> None:
-        self._report_lag(readings)
+        self._lagging = report_lag(self._group, readings, self._lagging)
         stalled, recovered = self.detector.observe(now, readings)
         for topic, partition in stalled:
             reading = readings[(topic, partition)]
@@ -134,14 +145,6 @@ class PartitionWatchdog:
         for topic, partition in recovered:
             log.info("partition moves again", extra={"topic": topic, "partition": partition})
         metrics.STALLED_PARTITIONS.set(len(self.detector.stalled))
-
-    def _report_lag(self, readings: Mapping[Key, Reading]) -> None:
-        for topic, partition in self._lagging - readings.keys():
-            metrics.CONSUMER_LAG.remove(self._group, topic, str(partition))
-        for (topic, partition), reading in readings.items():
-            lag = max(0, reading.end - reading.consumed)
-            metrics.CONSUMER_LAG.labels(self._group, topic, str(partition)).set(lag)
-        self._lagging = set(readings)
 
     def _readings(self) -> dict[Key, Reading]:
         assignment = self._consumer.assignment()
