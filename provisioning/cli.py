@@ -7,6 +7,7 @@ the command with one clear line on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -451,8 +452,9 @@ def run() -> NoReturn:
     interpreter's teardown."""
     code = main()
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError):  # a reader that went away (`| head`)
+            stream.flush()
     os._exit(code)
 
 
