@@ -268,10 +268,11 @@ class Worker:
             self.consumer.close()
         self._restorer.close()
         # A producer lost to a fencing raises from flush (through the binding's log callback,
-        # as a SystemError): nothing of its transaction may be delivered anyway.
-        with contextlib.suppress(KafkaException, SystemError):
+        # as a SystemError): nothing of its transaction may be delivered anyway. A producer
+        # closed by an earlier close() raises RuntimeError.
+        with contextlib.suppress(KafkaException, SystemError, RuntimeError):
             self.producer.flush(10)
-        with contextlib.suppress(KafkaException, SystemError):
+        with contextlib.suppress(KafkaException, SystemError, RuntimeError):
             self.producer.close()
 
     # --- one turn of the loop ------------------------------------------------------------------
