@@ -217,10 +217,9 @@ class Worker:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Run until `stop()` (or SIGTERM/SIGINT), then finish the transaction and close. The
-        clients are closed whatever stops the worker, even a refused login before the loop:
-        a librdkafka client still open when the process exits races its TLS threads against
-        OpenSSL's exit handlers (seen: SIGSEGV, or a corrupted heap, after exit code 2)."""
+        """Run until `stop()` (or SIGTERM/SIGINT), then finish the transaction and close; the
+        consumers are closed whatever stops the worker, even a refused login before the loop
+        (the process's exit must not find them running: see `provisioning.cli.run`)."""
         try:
             self._start()
             self._loop()
@@ -268,12 +267,11 @@ class Worker:
             self.consumer.close()
         self._restorer.close()
         # A producer lost to a fencing raises from flush (through the binding's log callback,
-        # as a SystemError): nothing of its transaction may be delivered anyway. A producer
-        # closed by an earlier close() raises RuntimeError.
-        with contextlib.suppress(KafkaException, SystemError, RuntimeError):
+        # as a SystemError): nothing of its transaction may be delivered anyway. Not
+        # `producer.close()`: it aborts the transaction and flushes with no timeout (a worker
+        # once never stopped in it); the process's exit ends the producer instead.
+        with contextlib.suppress(KafkaException, SystemError):
             self.producer.flush(10)
-        with contextlib.suppress(KafkaException, SystemError, RuntimeError):
-            self.producer.close()
 
     # --- one turn of the loop ------------------------------------------------------------------
 
