@@ -107,7 +107,8 @@ class Workers:
                 and i not in self.killed]
 
     def stop(self) -> list[str]:
-        """SIGTERM to every worker; those still running 30 s later are killed and returned."""
+        """SIGTERM to every worker; those still running 30 s later are killed and returned,
+        each with where its threads stood (py-spy) in `<instance>-stacks.txt` beside its log."""
         for process in self.processes.values():
             if process.poll() is None:
                 process.terminate()
@@ -116,9 +117,20 @@ class Workers:
             try:
                 process.wait(30)
             except subprocess.TimeoutExpired:
+                _dump_stacks(process.pid, self.log_dir / f"{instance}-stacks.txt")
                 process.kill()
                 hung.append(instance)
         return hung
+
+
+def _dump_stacks(pid: int, out: Path) -> None:
+    spy = Path(sys.executable).parent / "py-spy"
+    try:
+        dump = subprocess.run([str(spy), "dump", "--native", "--pid", str(pid)],
+                              capture_output=True, text=True, timeout=30)
+        out.write_text(dump.stdout + dump.stderr)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        out.write_text(f"no stacks: {exc}")
 
 
 def run_chaos(settings: Settings, engine: sa.Engine, log_dir: Path, sagas: int,
@@ -189,7 +201,25 @@ def _stopped(report: Report, pool: Workers) -> None:
     callback that called back into the consumer inside its close)."""
     hung = pool.stop()
     report.stop_hangs = len(hung)
-    report.notes += [f"{i} did not stop within 30 s of SIGTERM (killed)" for i in hung]
+    for instance in hung:
+        stacks = (pool.log_dir / f"{instance}-stacks.txt").read_text(errors="replace")
+        report.notes.append(f"{instance} did not stop within 30 s of SIGTERM (killed); "
+                            f"its main thread: {_main_thread(stacks)}")
+
+
+def _main_thread(stacks: str) -> str:
+    """The innermost frames of the main thread in a py-spy dump, on one line."""
+    lines = stacks.splitlines()
+    start = next((i for i, line in enumerate(lines) if "MainThread" in line),
+                 next((i for i, line in enumerate(lines) if line.startswith("Thread ")), None))
+    if start is None:
+        return stacks[:300]
+    frames = []
+    for line in lines[start + 1:]:
+        if not line.startswith(" "):
+            break
+        frames.append(line.strip())
+    return " < ".join(frames[:8])
 
 
 def _accept_oversized_commands(settings: Settings) -> None:
