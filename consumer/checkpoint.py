@@ -55,10 +55,12 @@ fencing by another process (the worker stops only when fenced again and again,
 
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from queue import SimpleQueue
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -95,20 +97,37 @@ class ProducerHung(TransactionAborted):
 class _Deadline:
     """Runs a blocking client call on a helper thread and stops waiting for it after a
     deadline. The call itself cannot be interrupted: a thread stuck in it is left behind with
-    its producer, which the caller replaces (one thread and one producer per such incident)."""
+    its producer, which the caller replaces (one thread and one producer per such incident).
+    The helper is a daemon thread, not an executor's: an executor's threads are joined when
+    the interpreter exits, and one stuck in a call kept a stopped worker running for good."""
 
     def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="txn")
+        self._calls = self._helper()
+
+    @staticmethod
+    def _helper() -> SimpleQueue:
+        calls: SimpleQueue = SimpleQueue()
+        threading.Thread(target=_serve, args=(calls,), name="txn", daemon=True).start()
+        return calls
 
     def call(self, deadline_s: float, operation: Any, *args: Any) -> Any:
-        future = self._pool.submit(operation, *args)
+        future: Future = Future()
+        self._calls.put((future, operation, args))
         try:
             return future.result(timeout=deadline_s)
         except FutureTimeout:
-            self._pool.shutdown(wait=False)
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="txn")
+            self._calls = self._helper()  # the stuck one keeps the old queue
             raise ProducerHung(f"{getattr(operation, '__name__', 'a transactional call')} did "
                                f"not return within {deadline_s:.0f} s") from None
+
+
+def _serve(calls: SimpleQueue) -> None:
+    while True:
+        future, operation, args = calls.get()
+        try:
+            future.set_result(operation(*args))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+            future.set_exception(exc)
 
 
 @dataclass(slots=True)

@@ -3,8 +3,11 @@ the checkpoint gives up on it after its timeout plus a margin and condemns the p
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +67,21 @@ def test_a_call_that_never_returns_is_given_up_and_the_producer_is_not_used_agai
     checkpoint.consumed("commands", 0, 42)
     assert checkpoint.commit() == []
     assert not checkpoint.hung
+
+
+def test_a_call_left_behind_does_not_keep_the_process_from_exiting() -> None:
+    """The thread stuck in the call must not be one the interpreter joins at exit (an
+    executor's are): a worker stopped after such an incident once never ended."""
+    script = (
+        "import threading\n"
+        "from consumer.checkpoint import ProducerHung, _Deadline\n"
+        "try:\n"
+        "    _Deadline().call(0.2, threading.Event().wait)\n"
+        "except ProducerHung:\n"
+        "    print('gave up')\n"
+    )
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=30, cwd=Path(__file__).resolve().parents[3])
+    assert (done.returncode, done.stdout.strip()) == (0, "gave up"), done.stderr
+    assert time.monotonic() - started < 10
