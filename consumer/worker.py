@@ -771,16 +771,24 @@ class Worker:
         log.info("partitions assigned", extra={"partitions": numbers})
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        outcome = "committed"
         try:
             self._commit()
-        except (TransactionAborted, KafkaException):
+        except (TransactionAborted, KafkaException) as exc:
+            outcome = f"aborted: {exc}"
             self.checkpoint.abort()
         except ProducerFenced:
+            outcome = "fenced"
             self.checkpoint.open = False  # nothing of it may be committed by this process
-        self._forget({tp.partition for tp in partitions})
+        numbers = {tp.partition for tp in partitions}
+        log.info("partitions revoked", extra={"partitions": sorted(numbers),
+                                              "transaction": outcome})
+        self._forget(numbers)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost, not revoked: another member may already own them; nothing may be committed.
+        log.warning("partitions lost", extra={"partitions": sorted(tp.partition
+                                                                     for tp in partitions)})
         self.checkpoint.abort()
         self._forget({tp.partition for tp in partitions})
 

@@ -78,6 +78,9 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging("WARNING")
     logging.getLogger("provisioning.saga").setLevel(logging.WARNING)
+    # Assignments, revocations and restores (a few lines per rebalance): what a stuck run
+    # needs to be understood afterwards.
+    logging.getLogger("consumer").setLevel(logging.INFO)
     settings = Settings()
     builtin = BuiltinParticipant(create_engine(settings, pool_size=16, max_overflow=0))
     participant = FailingParticipant(builtin, args.failure_rate)
