@@ -90,6 +90,17 @@ def restore_consumer(settings: Settings) -> Consumer:
     return Consumer(config, logger=log)
 
 
+def end_offsets_consumer(settings: Settings) -> Consumer:
+    """A group-less client that only asks partitions for their high watermark. A
+    read_committed client is answered the last stable offset instead, which stays below a
+    transaction whose commit markers are still being written: a restore that took it for the
+    end missed the states the previous owner had just committed (seen: every saga of a
+    worker's first transaction left unowned after the second worker joined)."""
+    return Consumer({**client_config(settings), "group.id": "provisioning-restore-unused",
+                     "isolation.level": "read_uncommitted", "enable.auto.commit": False},
+                    logger=log)
+
+
 def while_broker_unavailable(operation: Callable[[], T], wait_s: float = 60.0,
                              first_wait_s: float = 0.5, max_wait_s: float = 5.0) -> T:
     """`operation()` (a call to the broker outside the poll loop), repeated with growing waits

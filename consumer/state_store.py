@@ -128,8 +128,14 @@ def restore_partition(
     decode: Callable[[bytes], SagaState],
     timeout_s: float = 120.0,
     leader_wait_s: float = 60.0,
+    ends: Consumer | None = None,
 ) -> tuple[dict[str, SagaState | Parked], RestoreReport]:
     """Read one state partition to its end; the latest record per key wins, tombstones delete.
+
+    The end is the high watermark, asked of `ends` (a read_uncommitted client,
+    `end_offsets_consumer`; `consumer` itself when None): `consumer` reads committed records
+    only, so it reaches that end once every transaction below it is committed or aborted,
+    including one whose commit markers are still on their way.
 
     Waits up to `leader_wait_s` for the partition's leader: a topic created a moment ago (or a
     broker restarting) answers "unknown partition" or "not leader" for a while, and a worker
@@ -138,7 +144,7 @@ def restore_partition(
     started = time.perf_counter()
     tp = TopicPartition(topic, partition)
     try:
-        low, end = watermarks(consumer, tp, leader_wait_s)
+        low, end = watermarks(ends or consumer, tp, leader_wait_s)
     except KafkaException as exc:
         raise TransientError(f"reading watermarks of {topic}[{partition}]: {exc}") from exc
     states: dict[str, SagaState | Parked] = {}

@@ -35,6 +35,7 @@ from consumer.checkpoint import Checkpoint, ProducerFailed, ProducerFenced, Tran
 from consumer.commands import InvalidCommand, read_command
 from consumer.dlq import dead_letter, readable_request_id
 from consumer.kafka_clients import (
+    end_offsets_consumer,
     group_consumer,
     probe_consumer_config,
     restore_consumer,
@@ -208,6 +209,7 @@ class Worker:
         self.checkpoint = Checkpoint(self.producer, self.consumer)
         self._turn_started = time.monotonic()  # read by liveness() on the ops thread
         self._restorer = restore_consumer(settings)
+        self._ends = end_offsets_consumer(settings)
         self.watchdog = PartitionWatchdog(
             self.consumer, probe_consumer_config(settings, options.group_id),
             held_back=lambda topic: self._paused and topic == self.topics.commands,
@@ -266,6 +268,7 @@ class Worker:
         with contextlib.suppress(KafkaException, RuntimeError):
             self.consumer.close()
         self._restorer.close()
+        self._ends.close()
         # A producer lost to a fencing raises from flush (through the binding's log callback,
         # as a SystemError): nothing of its transaction may be delivered anyway. Not
         # `producer.close()`: it aborts the transaction and flushes with no timeout (a worker
@@ -803,7 +806,7 @@ class Worker:
     def _restore(self, partition: int) -> None:
         self._generation[partition] = self._generation.get(partition, 0) + 1
         states, _ = restore_partition(self._restorer, self.topics.state, partition,
-                                      decode_state)
+                                      decode_state, ends=self._ends)
         self.store.adopt(partition, states)
         now = self.clock()
         for request_id, state in states.items():

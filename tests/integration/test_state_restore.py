@@ -4,6 +4,7 @@ assignment), and restoring waits for one, for a bounded time."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -46,3 +47,51 @@ def test_a_partition_that_never_gets_a_leader_fails_after_the_wait(settings: Set
     finally:
         consumer.close()
     assert 1.5 <= time.monotonic() - started < 15
+
+
+def test_a_committed_state_above_an_open_transaction_is_restored_once_that_one_ends(
+    settings: Settings, kafka_admin: AdminClient,
+) -> None:
+    """The states a previous owner has just committed sit above the last stable offset until
+    the commit markers are written (or, as here, until an older transaction below them ends).
+    A restore that took the last stable offset for the end missed them, and their sagas were
+    owned by nobody; it must read to the high watermark, waiting for that transaction."""
+    from dataclasses import replace
+
+    from confluent_kafka import Producer
+
+    from consumer import wire
+    from consumer.kafka_clients import end_offsets_consumer
+    from consumer.state_store import decode_state, snapshot_headers
+    from sagas import SagaState
+    from schemas.examples import EXAMPLES
+
+    topic = f"{TopicLayout(settings.topic_prefix).state}.{uuid.uuid4().hex[:6]}"
+    kafka_admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    state = replace(wire.from_record(SagaState, EXAMPLES["SagaState"]),
+                    request_id=str(uuid.uuid4()))
+
+    def transactional(name: str) -> Producer:
+        producer = Producer({**settings.kafka_config(),
+                             "transactional.id": f"{topic}-{name}-{uuid.uuid4().hex[:6]}"})
+        producer.init_transactions(30)
+        producer.begin_transaction()
+        return producer
+
+    older = transactional("older")  # still open: the last stable offset stays below it
+    older.produce(topic, key=b"another", value=wire.encode(state))
+    older.flush(10)
+    owner = transactional("owner")
+    owner.produce(topic, key=state.request_id.encode(), value=wire.encode(state),
+                  headers=snapshot_headers(state))
+    owner.commit_transaction(30)
+
+    consumer, ends = restore_consumer(settings), end_offsets_consumer(settings)
+    try:
+        threading.Timer(2.0, older.abort_transaction).start()
+        states, report = restore_partition(consumer, topic, 0, decode_state, ends=ends,
+                                           timeout_s=30)
+    finally:
+        consumer.close()
+        ends.close()
+    assert list(states) == [state.request_id], report
