@@ -2,9 +2,10 @@
 
 The state topic is the source of truth: the latest `SagaState` of every saga keyed by
 requestId, tombstoned once a terminal saga leaves the idempotency window. On assignment the
-worker reads a partition from its beginning up to its last stable offset (read_committed, so
-state of an aborted transaction is never seen) and keeps the result here; on revocation it
-drops it.
+worker reads a partition from its beginning up to its high watermark with a read_committed
+client (state of an aborted transaction is never seen, and the read ends only once every
+transaction below that offset has ended, the previous owner's last one included) and keeps
+the result here; on revocation it drops it.
 """
 
 from __future__ import annotations
