@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -136,15 +135,13 @@ def _serve(settings: Settings, subscriptions: FlakySubscriptions, stop: threadin
 def compensation_failures(stack: Stack) -> float:
     # The worker serves its metrics a moment after the stack answers (the API is what the
     # stack waits for): the first read waits for the port to open.
-    deadline = time.monotonic() + 30
-    while True:
+    def metrics() -> str | None:
         try:
-            text = httpx.get(f"{stack.metrics_url}/metrics", timeout=5).text
-            break
+            return httpx.get(f"{stack.metrics_url}/metrics", timeout=5).text
         except httpx.ConnectError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+            return None
+
+    text = wait_until(metrics, 30, "the worker's metrics port", interval_s=0.2)
     return sum(s.value for family in text_string_to_metric_families(text)
                for s in family.samples
                if s.name == "provisioning_compensation_failures_total"
