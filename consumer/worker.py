@@ -790,8 +790,8 @@ class Worker:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Lost, not revoked: another member may already own them; nothing may be committed.
-        log.warning("partitions lost", extra={"partitions": sorted(tp.partition
-                                                                     for tp in partitions)})
+        log.warning("partitions lost", extra={"partitions": sorted({tp.partition
+                                                                      for tp in partitions})})
         self.checkpoint.abort()
         self._forget({tp.partition for tp in partitions})
 
