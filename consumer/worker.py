@@ -3,12 +3,15 @@
 One loop on one thread owns the consumer, the producer and the saga states; participants run
 on a thread pool (`StepRunner`). Each turn of the loop:
 
-1. polls a batch of commands and step replies and applies each to its saga;
-2. applies the outcomes of steps that finished since the last turn;
-3. fires due timers (retry backoff, attempt timeouts, deadlines, expiry of terminal sagas);
-4. commits when the open transaction is older than the commit interval (see
-   `consumer/checkpoint.py` for the commit sequence), then releases the held side effects;
-5. pauses the command partitions while too many sagas are in flight, resumes them after.
+1. takes up the commit in flight if it has ended (releasing the side effects held for it)
+   and begins the next transaction;
+2. polls a batch of commands and step replies and applies each to its saga;
+3. applies the outcomes of steps that finished since the last turn;
+4. fires due timers (retry backoff, attempt timeouts, deadlines, expiry of terminal sagas);
+5. starts a commit when none is in flight and the open transaction is due: older than the
+   commit interval, or the input caught up with (see `consumer/checkpoint.py` for the commit
+   sequence; it runs while the next turns go on);
+6. pauses the command partitions while too many sagas are in flight, resumes them after.
 
 Partition ownership follows the consumer group: on assignment the partition's saga states are
 restored from the state topic and their in-flight work resumed; on revocation the open
@@ -197,6 +200,7 @@ class Worker:
         self._started = False
         self._abandoned: list[Producer] = []  # producers whose call never returned
         self._written = _Written()  # by the open transaction
+        self._committing_written = _Written()  # by the transaction whose commit is in flight
         # State records of this transaction, the last per saga (see checkpoint step 1).
         self._snapshots: dict[tuple[int, str], SagaState] = {}
         self.observer = SagaObserver(self.routing.registry)
@@ -206,7 +210,7 @@ class Worker:
         self.consumer: Consumer = group_consumer(settings, options.group_id, **membership)
         self._transactional_id = f"{options.group_id}-{options.instance_id}"
         self.producer: Producer = transactional_producer(settings, self._transactional_id)
-        self.checkpoint = Checkpoint(self.producer, self.consumer)
+        self.checkpoint = Checkpoint(self.producer, self.consumer, on_delivery=self._delivered)
         self._turn_started = time.monotonic()  # read by liveness() on the ops thread
         self._restorer = restore_consumer(settings)
         self._ends = end_offsets_consumer(settings)
@@ -286,6 +290,7 @@ class Worker:
             self._rewind_or_wait()
             return
         try:
+            self._settle_commit(wait=False)
             if not self.checkpoint.open:
                 self.checkpoint.begin()
             messages = self._next_batch(self._poll_timeout())
@@ -294,8 +299,9 @@ class Worker:
             self._drain_finished()
             self._fire_timers()
             caught_up = len(messages) < self.options.poll_batch
-            if self._commit_due(caught_up):
-                self._commit()
+            self._settle_commit(wait=False)
+            if self.checkpoint.committing is None and self._commit_due(caught_up):
+                self._start_commit()
             self._apply_flow_control()
         except (ProducerFenced, ProducerFailed) as exc:
             self._producer_lost(exc)
@@ -353,8 +359,9 @@ class Worker:
         return caught_up and waiting and age_ms >= self.options.min_commit_interval_ms
 
     def _poll_timeout(self) -> float:
-        if self.steps.running or self.checkpoint.transitions:
-            return 0.002  # a step may finish any moment; its outcome waits for the next turn
+        if self.steps.running or self.checkpoint.transitions or self.checkpoint.committing:
+            # A step or the commit in flight may end any moment; it is seen on the next turn.
+            return 0.002
         next_fire = self.timers.next_fire_at()
         if next_fire is not None:
             return min(0.1, max(0.0, (next_fire - self.clock()) / 1000))
@@ -584,16 +591,7 @@ class Worker:
     def _produce_raw(self, topic: str, kwargs: dict[str, Any]) -> None:
         self._written.records += 1
         self._written.bytes += len(kwargs.get("value") or b"")
-        while True:
-            try:
-                self.producer.produce(topic, on_delivery=self._delivered, **kwargs)
-                return
-            except BufferError:
-                self.producer.poll(0.05)  # the local queue is full: let deliveries drain
-            except KafkaException as exc:
-                if exc.args[0].code() == KafkaError._FATAL:  # fenced, most likely
-                    raise ProducerFailed(f"producing to {topic}: {exc}") from exc
-                raise TransactionAborted(f"producing to {topic}: {exc}") from exc
+        self.checkpoint.produce(topic, kwargs)
 
     def _delivered(self, error: Any, message: Message) -> None:
         if error is None:
@@ -677,19 +675,37 @@ class Worker:
     # --- commit and release --------------------------------------------------------------------
 
     def _commit(self) -> None:
+        """Commit everything up to now and wait for it (a revocation, the worker's stop)."""
+        self._settle_commit(wait=True)
         if not self.checkpoint.open:
-            return
-        started = time.perf_counter()
+            if self.checkpoint.is_empty() and not self._snapshots:
+                return
+            self.checkpoint.begin()
+        self._start_commit()
+        self._settle_commit(wait=True)
+
+    def _start_commit(self) -> None:
+        """Checkpoint steps 1 and 3: the last snapshot of every saga moved, then the commit,
+        which runs while the loop goes on (`_settle_commit` on a later turn)."""
+        if not self.checkpoint.open:
+            self.checkpoint.begin()
         self._write_snapshots()
-        work = bool(self.checkpoint.offsets) or self._written.records > 0
-        released = self.checkpoint.commit()
-        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
-        if work:  # what each saga costs in transactions and records (the bench reports it)
+        self._committing_written, self._written = self._written, _Written()
+        self.checkpoint.start_commit()
+
+    def _settle_commit(self, wait: bool) -> None:
+        """Checkpoint step 4, once the commit in flight has ended: the effects held for it."""
+        committed = self.checkpoint.settle(wait)
+        if committed is None:
+            return
+        metrics.COMMIT_SECONDS.observe(committed.seconds)
+        written, self._committing_written = self._committing_written, _Written()
+        if written.records or committed.held or committed.offsets:
+            # What each saga costs in transactions and records (the bench reports it).
             metrics.TRANSACTIONS.inc()
-            metrics.RECORDS_WRITTEN.inc(self._written.records)
-            metrics.RECORD_BYTES_WRITTEN.inc(self._written.bytes)
-        self._written = _Written()
-        for partition, effect in released:
+            metrics.RECORDS_WRITTEN.inc(written.records)
+            metrics.RECORD_BYTES_WRITTEN.inc(written.bytes)
+        for partition, effect in committed.held:
             self._release(partition, effect)
 
     def _write_snapshots(self) -> None:
@@ -837,7 +853,7 @@ class Worker:
         """After an aborted transaction: back to the last committed state and offsets, with a
         fresh transactional producer."""
         self.checkpoint.abort()  # a fenced or failed producer is replaced just below
-        self._written = _Written()
+        self._written, self._committing_written = _Written(), _Written()
         self._renew_producer()
         owned = self.store.partitions()
         self._forget(set(owned))
