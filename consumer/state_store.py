@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
 from consumer import wire
 from consumer.kafka_clients import watermarks
@@ -169,20 +169,17 @@ def _read_to(
     deadline: float,
 ) -> int:
     records = 0
-    latest: dict[str, tuple[bytes, list | None]] = {}
+    # The latest record per key, its value and headers read only for the survivors.
+    latest: dict[bytes | None, Message] = {}
     while True:
         # A short timeout: consume() waits for the whole batch or the timeout, and the last
         # batch of a partition is rarely whole.
-        for message in consumer.consume(num_messages=5000, timeout=0.02):
+        batch = consumer.consume(num_messages=5000, timeout=0.02)
+        records += len(batch)
+        for message in batch:
             if message.error():
                 raise TransientError(f"restoring {tp.topic}[{tp.partition}]: {message.error()}")
-            records += 1
-            key = (message.key() or b"").decode("utf-8", "replace")
-            value = message.value()
-            if value is None:
-                latest.pop(key, None)
-            else:
-                latest[key] = (value, message.headers())
+            latest[message.key()] = message
         # Transaction markers occupy offsets but are never delivered: ask the position.
         position = consumer.position([tp])[0].offset
         if position >= end:
@@ -191,24 +188,34 @@ def _read_to(
             raise TransientError(
                 f"restoring {tp.topic}[{tp.partition}] did not reach offset {end} in time"
             )
-    # Only the last record per key counts; finished sagas stay encoded until asked for.
-    for key, (value, headers) in latest.items():
-        parked = _parked(key, value, headers)
-        state = parked or decode_or_skip(decode, key, value)
+    # Only the last record per key counts (a tombstone deletes); finished sagas stay encoded.
+    for raw_key, message in latest.items():
+        value = message.value()
+        if value is None:
+            continue
+        key = (raw_key or b"").decode("utf-8", "replace")
+        state = _parked(value, message.headers()) or decode_or_skip(decode, key, value)
         if state is not None:
             states[key] = state
     return records
 
 
-def _parked(key: str, value: bytes, headers: list | None) -> Parked | None:
+def _parked(value: bytes, headers: list | None) -> Parked | None:
     """A finished saga's record, kept encoded: its headers say so and its own header is a
     SagaState's (its fingerprint compared, nothing decoded)."""
-    found = dict(headers or ())
-    if found.get(STATUS_HEADER) != b"terminal" or value[2:10] not in _state_fingerprints():
+    if not headers or value[2:10] not in _state_fingerprints():
+        return None
+    terminal, finished_at = False, None
+    for name, header in headers:
+        if name == STATUS_HEADER:
+            terminal = header == b"terminal"
+        elif name == FINISHED_AT_HEADER:
+            finished_at = header
+    if not terminal or finished_at is None:
         return None
     try:
-        return Parked(value, int(found[FINISHED_AT_HEADER]))
-    except (KeyError, ValueError):
+        return Parked(value, int(finished_at))
+    except ValueError:
         return None  # not what it claims: decoded in full, and skipped if it is no SagaState
 
 
