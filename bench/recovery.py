@@ -42,6 +42,12 @@ def run_restore(base: Settings, states: int, running_share: float = 0.1) -> dict
     producer = Producer({**producer_config(settings), "linger.ms": 20,
                          "batch.num.messages": 10_000})
     finished = template.updated_at
+    failed: list[str] = []
+
+    def delivered(error: Any, _message: Any) -> None:
+        if error is not None:
+            failed.append(str(error))
+
     running_every = max(1, round(1 / running_share)) if running_share else 0
     for i in range(states):
         running = bool(running_every) and i % running_every == 0
@@ -52,11 +58,12 @@ def run_restore(base: Settings, states: int, running_share: float = 0.1) -> dict
         while True:
             try:
                 producer.produce(topic, key=state.request_id.encode(), value=wire.encode(state),
-                                 headers=snapshot_headers(state))
+                                 headers=snapshot_headers(state), on_delivery=delivered)
                 break
             except BufferError:
                 producer.poll(0.05)
-    producer.flush(120)
+    if producer.flush(120) or failed:  # a restore of fewer states than written means nothing
+        raise RuntimeError(f"writing the states failed: {failed[:3] or 'flush timed out'}")
     consumer = restore_consumer(settings)
     started = time.perf_counter()
     restored = 0
