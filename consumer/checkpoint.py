@@ -49,7 +49,6 @@ What a crash (or an aborted transaction) may repeat, and what it can never lose:
   moved on; `consumer/steps.py`).
 - Never started before its state commits: a step of an HTTP or Kafka participant, whose
   idempotency the service cannot vouch for beyond the key it sends.
-5. `begin()` opens the next transaction.
 
 If producing or committing fails with an abortable error, `abort()` discards the transaction,
 what waited for the next one and the held effects (a commit still in flight is waited for
@@ -155,6 +154,8 @@ class Committed:
 
     held: list[tuple[int, Any]]
     offsets: int  # partitions whose consumed offsets it committed
+    records: int  # produced in it
+    record_bytes: int  # their values' bytes
     seconds: float
 
 
@@ -164,6 +165,8 @@ class _InFlight:
     give_up_at: float  # monotonic: a commit not ended by then never will (ProducerHung)
     held: list[tuple[int, Any]]
     offsets: int
+    records: int
+    record_bytes: int
     started: float  # perf_counter
 
 
@@ -176,6 +179,8 @@ class Checkpoint:
     # last abort). A transaction's age is counted from here, its commit in flight or not.
     since: float | None = None
     transitions: int = 0
+    records: int = 0  # produced for the next commit, pending ones included
+    record_bytes: int = 0
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     held: list[tuple[int, Any]] = field(default_factory=list)
     # Records produced while the previous transaction commits (or before the next begins):
@@ -201,6 +206,8 @@ class Checkpoint:
 
     def produce(self, topic: str, record: dict[str, Any]) -> None:
         """Step 1: into the open transaction, or kept for the next while one commits."""
+        self.records += 1
+        self.record_bytes += len(record.get("value") or b"")
         if self.open and self.committing is None:
             self._produce(topic, record)
         else:
@@ -237,8 +244,9 @@ class Checkpoint:
         # Flush, send offsets and commit, each up to its timeout, then the margin.
         give_up_at = time.monotonic() + 3 * self.timeout_s + self.hang_margin_s
         self.committing = _InFlight(future, give_up_at, self.held, len(positions),
-                                    time.perf_counter())
+                                    self.records, self.record_bytes, time.perf_counter())
         self.held, self.offsets, self.transitions = [], {}, 0
+        self.records = self.record_bytes = 0
         self.since = time.monotonic()
 
     def settle(self, wait: bool) -> Committed | None:
@@ -258,7 +266,8 @@ class Checkpoint:
         finally:
             self.committing = None
         self.open = False
-        return Committed(flight.held, flight.offsets, time.perf_counter() - flight.started)
+        return Committed(flight.held, flight.offsets, flight.records, flight.record_bytes,
+                         time.perf_counter() - flight.started)
 
     def _commit_sequence(self, positions: list[TopicPartition], group: Any) -> None:
         """On the helper thread: flush (with a timeout: commit_transaction's own flush was seen
@@ -298,6 +307,7 @@ class Checkpoint:
         self.held.clear()
         self.offsets.clear()
         self.pending.clear()
+        self.records = self.record_bytes = 0
         self.since = None
         try:
             for _ in range(tries if self.open and not self.hung else 0):

@@ -5,9 +5,9 @@ The worker's loop must never wait for a participant: it hands each released `Exe
 is two C-implemented queues and daemon threads, not a `ThreadPoolExecutor`: its future, lock
 and condition per call were 8 % of the no-op worker's loop (py-spy, full load), and its
 threads are joined at the interpreter's exit, where a participant stuck in a call would keep
-a stopped worker running. Outcomes carry
-the partition and its assignment generation, so a late result for a partition that was revoked
-(or revoked and assigned again) in the meantime is recognised and discarded.
+a stopped worker running. Outcomes carry the partition and its assignment generation, so a
+late result for a partition that was revoked (or revoked and assigned again) in the meantime
+is recognised and discarded.
 """
 
 from __future__ import annotations

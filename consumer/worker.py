@@ -149,12 +149,6 @@ class SagaFault(ProvisioningError):
 
 
 @dataclass(slots=True)
-class _Written:
-    records: int = 0
-    bytes: int = 0
-
-
-@dataclass(slots=True)
 class _Staged:
     """One transition's records, encoded and checked, waiting to be produced."""
 
@@ -199,8 +193,6 @@ class Worker:
         self._fencings: list[float] = []  # when the producer was fenced (monotonic)
         self._started = False
         self._abandoned: list[Producer] = []  # producers whose call never returned
-        self._written = _Written()  # by the open transaction
-        self._committing_written = _Written()  # by the transaction whose commit is in flight
         # State records of this transaction, the last per saga (see checkpoint step 1).
         self._snapshots: dict[tuple[int, str], SagaState] = {}
         self.observer = SagaObserver(self.routing.registry)
@@ -543,7 +535,7 @@ class Worker:
 
     def _perform(self, partition: int, request_id: str, staged: _Staged) -> None:
         for topic, record in staged.records:
-            self._produce_raw(topic, record)
+            self.checkpoint.produce(topic, record)
         if staged.after is not None and staged.snapshot is not None:
             self._snapshots[(partition, request_id)] = staged.snapshot
             self.store.put(partition, staged.after)
@@ -587,11 +579,6 @@ class Worker:
         if size > self.options.max_record_bytes:
             raise SagaFault(f"its {what} record would be {size} bytes, over the limit of "
                             f"{self.options.max_record_bytes}")
-
-    def _produce_raw(self, topic: str, kwargs: dict[str, Any]) -> None:
-        self._written.records += 1
-        self._written.bytes += len(kwargs.get("value") or b"")
-        self.checkpoint.produce(topic, kwargs)
 
     def _delivered(self, error: Any, message: Message) -> None:
         if error is None:
@@ -654,7 +641,7 @@ class Worker:
         log.warning("command sent to DLQ", extra={"reason": clean_text(str(error), 500),
                                                   "partition": message.partition(),
                                                   "offset": message.offset()})
-        self._produce_raw(self.topics.commands_dlq, dead_letter(
+        self.checkpoint.produce(self.topics.commands_dlq, dead_letter(
             message, error, now, max_value_bytes=self.settings.max_command_bytes))
         request_id = readable_request_id(message)
         if request_id is not None and self.store.get(message.partition(), request_id) is None:
@@ -663,13 +650,13 @@ class Worker:
                 tenant_id=None, occurred_at=now, reason=clean_text(str(error), 1000),
                 code="invalid",
             )
-            self._produce_raw(*self._event_record(request_id, rejected, trace_parent=None))
+            self.checkpoint.produce(*self._event_record(request_id, rejected, trace_parent=None))
         if answer_to is not None:
             failed = ProvisioningFailed(request_id=answer_to[0], run=0, failed_step=None,
                                         reason=clean_text(str(error), 1000), occurred_at=now)
             reply = self._reply_record(Reply(reply_to=answer_to[1], response=failed))
             if reply is not None:
-                self._produce_raw(*reply)
+                self.checkpoint.produce(*reply)
         self.checkpoint.transitions += 1
 
     # --- commit and release --------------------------------------------------------------------
@@ -677,10 +664,8 @@ class Worker:
     def _commit(self) -> None:
         """Commit everything up to now and wait for it (a revocation, the worker's stop)."""
         self._settle_commit(wait=True)
-        if not self.checkpoint.open:
-            if self.checkpoint.is_empty() and not self._snapshots:
-                return
-            self.checkpoint.begin()
+        if not self.checkpoint.open and self.checkpoint.is_empty() and not self._snapshots:
+            return
         self._start_commit()
         self._settle_commit(wait=True)
 
@@ -690,7 +675,6 @@ class Worker:
         if not self.checkpoint.open:
             self.checkpoint.begin()
         self._write_snapshots()
-        self._committing_written, self._written = self._written, _Written()
         self.checkpoint.start_commit()
 
     def _settle_commit(self, wait: bool) -> None:
@@ -699,12 +683,11 @@ class Worker:
         if committed is None:
             return
         metrics.COMMIT_SECONDS.observe(committed.seconds)
-        written, self._committing_written = self._committing_written, _Written()
-        if written.records or committed.held or committed.offsets:
+        if committed.records or committed.held or committed.offsets:
             # What each saga costs in transactions and records (the bench reports it).
             metrics.TRANSACTIONS.inc()
-            metrics.RECORDS_WRITTEN.inc(written.records)
-            metrics.RECORD_BYTES_WRITTEN.inc(written.bytes)
+            metrics.RECORDS_WRITTEN.inc(committed.records)
+            metrics.RECORD_BYTES_WRITTEN.inc(committed.record_bytes)
         for partition, effect in committed.held:
             self._release(partition, effect)
 
@@ -720,7 +703,7 @@ class Worker:
                 log.error("state not written", extra={"request_id": request_id,
                                                       "reason": clean_text(str(exc), 500)})
                 continue
-            self._produce_raw(*record)
+            self.checkpoint.produce(*record)
 
     def _check_state_size(self, state: SagaState) -> None:
         """A state over the record limit fails its saga's input here, not the commit. Its
@@ -766,7 +749,7 @@ class Worker:
             # saga); the transition that clears the last one watches its expiry again.
             return
         self._snapshots.pop((partition, request_id), None)
-        self._produce_raw(self.topics.state, {"key": request_id.encode(), "value": None,
+        self.checkpoint.produce(self.topics.state, {"key": request_id.encode(), "value": None,
                                               "partition": partition})
         self.store.remove(partition, request_id)
         self.checkpoint.transitions += 1
@@ -853,7 +836,6 @@ class Worker:
         """After an aborted transaction: back to the last committed state and offsets, with a
         fresh transactional producer."""
         self.checkpoint.abort()  # a fenced or failed producer is replaced just below
-        self._written, self._committing_written = _Written(), _Written()
         self._renew_producer()
         owned = self.store.partitions()
         self._forget(set(owned))

@@ -79,6 +79,7 @@ def test_work_done_while_a_commit_runs_goes_into_the_next_transaction(
     producer.go.set()
     first = checkpoint.settle(wait=True)
     assert first is not None and first.held == [(0, "first-held")] and first.offsets == 1
+    assert (first.records, first.record_bytes) == (1, len(b"first")), "the later one is the next's"
     assert not checkpoint.open
     checkpoint.begin()
     assert checkpoint.commit() == [(0, "second-held")]
