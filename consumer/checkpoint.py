@@ -162,7 +162,9 @@ class Committed:
 @dataclass(slots=True)
 class _InFlight:
     future: Future
-    give_up_at: float  # monotonic: a commit not ended by then never will (ProducerHung)
+    # Monotonic: the call of the sequence running now has not returned by then, so it never
+    # will (ProducerHung). Moved on by the helper thread as each call starts.
+    give_up_at: float
     held: list[tuple[int, Any]]
     offsets: int
     records: int
@@ -240,45 +242,68 @@ class Checkpoint:
         assert self.open and self.committing is None, "start_commit needs an open transaction"
         positions = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items()]
         group = self.consumer.consumer_group_metadata() if positions else None
-        future = self._deadline.submit(self._commit_sequence, positions, group)
-        # Flush, send offsets and commit, each up to its timeout, then the margin.
-        give_up_at = time.monotonic() + 3 * self.timeout_s + self.hang_margin_s
-        self.committing = _InFlight(future, give_up_at, self.held, len(positions),
-                                    self.records, self.record_bytes, time.perf_counter())
+        flight = _InFlight(Future(), self._call_deadline(), self.held, len(positions),
+                           self.records, self.record_bytes, time.perf_counter())
+        flight.future = self._deadline.submit(self._commit_sequence, positions, group, flight)
+        self.committing = flight
         self.held, self.offsets, self.transitions = [], {}, 0
         self.records = self.record_bytes = 0
         self.since = time.monotonic()
 
     def settle(self, wait: bool) -> Committed | None:
-        """Step 4: the commit in flight, once it ended (at once when `wait`, up to its limit).
-        None while it runs, or when none is in flight. A failed commit leaves the transaction
-        open, for `abort()`; a hung one condemns the producer (`ProducerHung`)."""
+        """Step 4: the commit in flight, once it ended (at once when `wait`). None while it
+        runs, or when none is in flight. A failed commit leaves the transaction open, for
+        `abort()`; one whose current call is past its deadline condemns the producer
+        (`ProducerHung`), whether or not the caller waits."""
         flight = self.committing
-        if flight is None or not (wait or flight.future.done()):
+        if flight is None:
+            return None
+        overdue = time.monotonic() >= flight.give_up_at
+        if not (wait or overdue or flight.future.done()):
             return None
         try:
-            flight.future.result(timeout=max(0.0, flight.give_up_at - time.monotonic()))
-        except FutureTimeout:
-            self.hung = True
-            self._deadline.replace()  # the stuck thread keeps its own queue
-            raise ProducerHung("the commit did not end within "
-                               f"{3 * self.timeout_s + self.hang_margin_s:.0f} s") from None
+            self._wait_for(flight)
         finally:
             self.committing = None
         self.open = False
         return Committed(flight.held, flight.offsets, flight.records, flight.record_bytes,
                          time.perf_counter() - flight.started)
 
-    def _commit_sequence(self, positions: list[TopicPartition], group: Any) -> None:
+    def _wait_for(self, flight: _InFlight) -> None:
+        """The commit's outcome (raised if it failed), waited for until the deadline of the
+        call it is in; that deadline moves on while the sequence goes from call to call."""
+        while True:
+            try:
+                flight.future.result(timeout=max(0.0, flight.give_up_at - time.monotonic()))
+                return
+            except FutureTimeout:
+                if time.monotonic() < flight.give_up_at:
+                    continue  # the sequence went on to its next call meanwhile
+                self.hung = True
+                self._deadline.replace()  # the stuck thread keeps its own queue
+                raise ProducerHung("a call of the commit did not return within "
+                                   f"{self.timeout_s + self.hang_margin_s:.0f} s") from None
+
+    def _call_deadline(self) -> float:
+        """When a call started now, with its timeout `timeout_s`, never will return (as
+        `_call` rules for the calls it makes)."""
+        return time.monotonic() + self.timeout_s + self.hang_margin_s
+
+    def _commit_sequence(self, positions: list[TopicPartition], group: Any,
+                         flight: _InFlight) -> None:
         """On the helper thread: flush (with a timeout: commit_transaction's own flush was seen
-        to wait forever after a failover, librdkafka issue 3041), offsets, commit."""
+        to wait forever after a failover, librdkafka issue 3041), offsets, commit. Each call
+        gets its own deadline, as a call through `_call` does."""
+        flight.give_up_at = self._call_deadline()
         unacknowledged = self._attempts(flush, self.producer, self.timeout_s)
         if unacknowledged:
             raise TransactionAborted(f"{unacknowledged} records not acknowledged within "
                                      f"{self.timeout_s:.0f} s")
         if positions:
+            flight.give_up_at = self._call_deadline()
             self._attempts(self.producer.send_offsets_to_transaction, positions, group,
                            self.timeout_s)
+        flight.give_up_at = self._call_deadline()
         self._attempts(self.producer.commit_transaction, self.timeout_s)
 
     def _produce(self, topic: str, record: dict[str, Any]) -> None:

@@ -85,3 +85,26 @@ def test_a_call_left_behind_does_not_keep_the_process_from_exiting() -> None:
                           timeout=30, cwd=Path(__file__).resolve().parents[3])
     assert (done.returncode, done.stdout.strip()) == (0, "gave up"), done.stderr
     assert time.monotonic() - started < 10
+
+
+def test_a_commit_left_running_is_found_hung_by_the_loop_that_does_not_wait_for_it() -> None:
+    """The loop only looks at the commit in flight (`settle(wait=False)`) and goes on; a call
+    of it that never returns must still end as ProducerHung, one call's deadline after it
+    started, not only when something finally waits for it (a worker once ran for minutes
+    beside such a commit after a broker restart, until it was stopped)."""
+    stuck = StuckProducer()
+    checkpoint = Checkpoint(stuck, Group(), timeout_s=0.2, hang_margin_s=0.3)  # type: ignore[arg-type]
+    checkpoint.begin()
+    checkpoint.consumed("commands", 0, 41)
+    checkpoint.start_commit()
+
+    started = time.monotonic()
+    with pytest.raises(ProducerHung):
+        while time.monotonic() - started < 5:
+            assert checkpoint.settle(wait=False) is None
+            time.sleep(0.01)
+    waited = time.monotonic() - started
+
+    assert 0.5 <= waited < 2.0, waited
+    assert checkpoint.hung and checkpoint.committing is None
+    stuck.released.set()
