@@ -101,7 +101,8 @@ def registry_workflows(registry_url: str, workflows: int) -> list[tuple[str, tup
     from provisioning.database import create_engine
 
     global _participant
-    engine = create_engine(registry_url, pool_size=STEP_CONCURRENCY, max_overflow=0)
+    engine = create_engine(registry_url, pool_size=STEP_CONCURRENCY, max_overflow=0,
+                           pre_ping=False)  # as the worker's
     _participant = BuiltinParticipant(engine)
     commands = tenant_commands(workflows + 1, f"dbos-{uuid.uuid4().hex[:8]}")
     register_entities(engine, commands)

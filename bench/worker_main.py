@@ -56,8 +56,8 @@ def main() -> None:
         from consumer.participants.builtin import BuiltinParticipant
         from provisioning.database import create_engine
 
-        participant = BuiltinParticipant(create_engine(
-            settings, pool_size=args.step_concurrency, max_overflow=0))
+        participant = BuiltinParticipant(create_engine(  # as consumer/main.py makes it
+            settings, pool_size=args.step_concurrency, max_overflow=0, pre_ping=False))
     options = WorkerOptions(group_id=args.group, instance_id=args.instance,
                             step_concurrency=args.step_concurrency, max_in_flight=50_000,
                             static_membership=args.static_membership)

@@ -24,8 +24,10 @@ def run_worker(settings: Settings, options: WorkerOptions,
     configure_logging()
     routing = load_routing(settings.routing_file)  # a bad file stops us here, before Kafka
     http = http_participants(routing)  # so do credentials that cannot be read
-    # One connection per concurrent step: a step never waits for the pool.
-    engine = create_engine(settings, pool_size=options.step_concurrency, max_overflow=0)
+    # One connection per concurrent step: a step never waits for the pool. Not checked before
+    # each use (a round trip per step): a dropped connection fails its step, which is retried.
+    engine = create_engine(settings, pool_size=options.step_concurrency, max_overflow=0,
+                           pre_ping=False)
     route = synchronous_participants(routing, BuiltinParticipant(engine), http)
     worker = Worker(settings, route, options, routing=routing)
     worker.install_signal_handlers()

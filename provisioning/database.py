@@ -52,12 +52,15 @@ def create_engine(
     pool_size: int = 10,
     max_overflow: int = 20,
     connect_timeout_s: int = 5,
+    pre_ping: bool = True,
     **options: object,
 ) -> sa.Engine:
-    """A pooled, thread-safe engine (psycopg 3); connections are checked before use."""
+    """A pooled, thread-safe engine (psycopg 3). With `pre_ping`, connections are checked
+    (one round trip) before each use; without, a connection lost since its last use fails the
+    statement, and that invalidates every pooled connection made before it."""
     return sa.create_engine(
         database_url(target),
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         pool_size=pool_size,
         max_overflow=max_overflow,
         connect_args={"connect_timeout": connect_timeout_s},

@@ -82,7 +82,8 @@ def main() -> None:
     # needs to be understood afterwards.
     logging.getLogger("consumer").setLevel(logging.INFO)
     settings = Settings()
-    builtin = BuiltinParticipant(create_engine(settings, pool_size=16, max_overflow=0))
+    builtin = BuiltinParticipant(create_engine(settings, pool_size=16, max_overflow=0,
+                                               pre_ping=False))  # as consumer/main.py
     participant = FailingParticipant(builtin, args.failure_rate)
     worker = Worker(settings, lambda call: participant,
                     WorkerOptions(group_id=args.group, instance_id=args.instance,

@@ -1,7 +1,7 @@
 """What a step function gets (one call, its open transaction) and how it says "impossible".
 
-A step function reads parameters through `StepContext`, works through `ctx.session` (already
-inside the call's transaction and a savepoint) and returns its output. It raises `StepRejected`
+A step function reads parameters through `StepContext`, works through `ctx.db` (a Core
+connection, already inside the call's transaction) and returns its output. It raises `StepRejected`
 when the request can never succeed as given; the participant turns that into a permanent
 failure, rolls the function's work back and records the reason under the idempotency key.
 """
@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from consumer.participants.base import StepCall
 from consumer.participants.builtin.reference import ReferenceData
@@ -38,7 +37,7 @@ class LockSpace:
 
 @dataclass(frozen=True, slots=True)
 class StepContext:
-    session: Session
+    db: sa.Connection  # Core statements only: the ORM's unit of work cost more than the steps
     call: StepCall
     reference: ReferenceData  # plans and SLA tiers, kept for a while (reference.py)
 
@@ -73,11 +72,10 @@ class StepContext:
 
     def lock(self, space: int, name: str) -> None:
         """Wait for, then hold until commit, the advisory lock on `name` in `space`."""
-        advisory_xact_lock(self.session, space, name)
+        self.db.execute(_ADVISORY_XACT_LOCK, {"space": space, "name": name})
 
 
-def advisory_xact_lock(session: Session, space: int, name: str) -> None:
-    session.execute(sa.select(sa.func.pg_advisory_xact_lock(space, sa.func.hashtext(name))))
+_ADVISORY_XACT_LOCK = sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))")
 
 
 def parse_uuid(value: str) -> uuid.UUID | None:

@@ -25,6 +25,7 @@ from consumer.participants.builtin.context import (
     StepRejected,
 )
 from consumer.participants.builtin.lookups import (
+    Row,
     active_subscription,
     active_tenant,
     delete_created,
@@ -36,10 +37,9 @@ from consumer.participants.builtin.models import (
     BillingUsage,
     MonitoringConfig,
     Resource,
-    SlaQuota,
     Subscription,
-    Tenant,
 )
+from consumer.participants.builtin.reference import QuotaInfo
 
 MONITORED_METRICS = {
     "DATABASE": ["connections", "storage_used_gb", "query_latency_ms"],
@@ -51,10 +51,10 @@ ALERT_AT_PERCENT = {"warning": 80, "critical": 95}
 
 @dataclass(frozen=True, slots=True)
 class ResourceRequest:
-    tenant: Tenant
-    subscription: Subscription
+    tenant_id: uuid.UUID
+    subscription: Row  # id, sla_tier, service_name
     resource_type: str
-    quota: SlaQuota
+    quota: QuotaInfo
     units: int  # in quota.unit
 
 
@@ -74,49 +74,43 @@ def allocate_resource(ctx: StepContext) -> StepOutput:
     ctx.lock(LockSpace.QUOTA, f"{request.subscription.id}:{request.resource_type}")
     _within_quota(ctx, request)
     spec = ctx.params_under("resourceSpec")
-    resource = Resource(
-        id=uuid.uuid4(), tenant_id=request.tenant.id, subscription_id=request.subscription.id,
-        resource_type=request.resource_type, name=spec.get("name") or request.resource_type.lower(),
-        spec=spec, size_units=request.units, created_by_key=ctx.key,
-    )
-    output = {"resourceId": str(resource.id)}
+    resource_id = uuid.uuid4()
+    name = spec.get("name") or request.resource_type.lower()
+    output = {"resourceId": str(resource_id)}
+    db_schema = db_role = None
     if request.resource_type == "DATABASE":
-        resource.db_schema, resource.db_role = database_names(
-            request.tenant.id, resource.id, resource.name
-        )
-        _create_database(ctx, resource.db_schema, resource.db_role)
-        output |= {"databaseSchema": resource.db_schema, "databaseRole": resource.db_role}
-    ctx.session.add(resource)
+        db_schema, db_role = database_names(request.tenant_id, resource_id, name)
+        _create_database(ctx, db_schema, db_role)
+        output |= {"databaseSchema": db_schema, "databaseRole": db_role}
+    ctx.db.execute(sa.insert(Resource), {
+        "id": resource_id, "tenant_id": request.tenant_id,
+        "subscription_id": request.subscription.id, "resource_type": request.resource_type,
+        "name": name, "spec": spec, "size_units": request.units, "db_schema": db_schema,
+        "db_role": db_role, "created_by_key": ctx.key,
+    })
     return output
 
 
 def release_resource(ctx: StepContext) -> StepOutput:
-    resource = ctx.session.scalars(
-        sa.select(Resource).where(Resource.created_by_key == ctx.key)
-    ).one_or_none()
-    if resource is None:
-        return {}
-    _drop_database(ctx, resource.db_schema, resource.db_role)
-    ctx.session.delete(resource)  # its billing usage and monitoring go by cascade
+    # Its billing usage and monitoring go by cascade.
+    released = ctx.db.execute(_DELETE_RESOURCE, {"key": ctx.key}).one_or_none()
+    if released is not None:
+        _drop_database(ctx, released.db_schema, released.db_role)
     return {}
 
 
 def update_billing(ctx: StepContext) -> StepOutput:
     resource = _resource(ctx)
-    account = ctx.session.scalars(
-        sa.select(BillingAccount).where(
-            BillingAccount.tenant_id == resource.tenant_id, BillingAccount.status == "active"
-        )
-    ).one_or_none()
-    if account is None:
+    account_id = ctx.db.scalar(_ACTIVE_BILLING_ACCOUNT, {"tenant_id": resource.tenant_id})
+    if account_id is None:
         raise StepRejected(f"tenant {resource.tenant_id} has no active billing account")
-    usage = BillingUsage(
-        id=uuid.uuid4(), tenant_id=resource.tenant_id, billing_account_id=account.id,
-        resource_id=resource.id, metric=f"{resource.resource_type}.{_unit(ctx, resource)}",
-        quantity=resource.size_units, created_by_key=ctx.key,
-    )
-    ctx.session.add(usage)
-    return {"billingUsageId": str(usage.id)}
+    usage_id = uuid.uuid4()
+    ctx.db.execute(sa.insert(BillingUsage), {
+        "id": usage_id, "tenant_id": resource.tenant_id, "billing_account_id": account_id,
+        "resource_id": resource.id, "metric": f"{resource.resource_type}.{_unit(ctx, resource)}",
+        "quantity": resource.size_units, "created_by_key": ctx.key,
+    })
+    return {"billingUsageId": str(usage_id)}
 
 
 def revert_billing(ctx: StepContext) -> StepOutput:
@@ -126,17 +120,17 @@ def revert_billing(ctx: StepContext) -> StepOutput:
 
 def configure_monitoring(ctx: StepContext) -> StepOutput:
     resource = _resource(ctx)
-    config = MonitoringConfig(
-        id=uuid.uuid4(), resource_id=resource.id, tenant_id=resource.tenant_id,
-        metrics={"collect": MONITORED_METRICS[resource.resource_type]},
-        alert_rules={
+    config_id = uuid.uuid4()
+    ctx.db.execute(sa.insert(MonitoringConfig), {
+        "id": config_id, "resource_id": resource.id, "tenant_id": resource.tenant_id,
+        "metrics": {"collect": MONITORED_METRICS[resource.resource_type]},
+        "alert_rules": {
             "capacity": resource.size_units, "unit": _unit(ctx, resource),
             "usagePercent": ALERT_AT_PERCENT,
         },
-        created_by_key=ctx.key,
-    )
-    ctx.session.add(config)
-    return {"monitoringConfigId": str(config.id)}
+        "created_by_key": ctx.key,
+    })
+    return {"monitoringConfigId": str(config_id)}
 
 
 def remove_monitoring(ctx: StepContext) -> StepOutput:
@@ -144,15 +138,32 @@ def remove_monitoring(ctx: StepContext) -> StepOutput:
     return {}
 
 
+_RESOURCE = sa.select(Resource.id, Resource.tenant_id, Resource.subscription_id,
+                      Resource.resource_type, Resource.size_units).where(
+    Resource.id == sa.bindparam("id"))
+# Deleted before its schema and role are dropped: the row lock keeps a concurrent release of
+# the same key waiting, and the drop rolls back with the row if anything fails.
+_DELETE_RESOURCE = (sa.delete(Resource).where(Resource.created_by_key == sa.bindparam("key"))
+                    .returning(Resource.db_schema, Resource.db_role))
+_ACTIVE_BILLING_ACCOUNT = sa.select(BillingAccount.id).where(
+    BillingAccount.tenant_id == sa.bindparam("tenant_id"), BillingAccount.status == "active")
+_UNITS_IN_USE = sa.select(sa.func.coalesce(sa.func.sum(Resource.size_units), 0)).where(
+    Resource.subscription_id == sa.bindparam("subscription_id"),
+    Resource.resource_type == sa.bindparam("type"),
+    Resource.status == "active",
+)
+_SUBSCRIPTION_TIER = sa.select(Subscription.sla_tier).where(Subscription.id == sa.bindparam("id"))
+
+
 # --- checks ---------------------------------------------------------------------------------------
 
 
-def _subscribed(ctx: StepContext) -> tuple[Tenant, Subscription]:
+def _subscribed(ctx: StepContext) -> tuple[Row, Row]:
     tenant = active_tenant(ctx)
     service = known_service(ctx)
-    subscription = active_subscription(ctx.session, tenant.id, service.name)
+    subscription = active_subscription(ctx.db, tenant.id, service)
     if subscription is None:
-        raise StepRejected(f"tenant {tenant.id} has no active subscription to {service.name}")
+        raise StepRejected(f"tenant {tenant.id} has no active subscription to {service}")
     return tenant, subscription
 
 
@@ -161,11 +172,11 @@ def _request(ctx: StepContext) -> ResourceRequest:
     resource_type = ctx.param("resourceType").upper()
     if resource_type not in RESOURCE_TYPES:
         raise StepRejected(f"unsupported resource type {resource_type}")
-    quota = ctx.session.get(SlaQuota, (subscription.sla_tier, resource_type))
+    quota = ctx.reference.quota(ctx.db, subscription.sla_tier, resource_type)
     if quota is None:
         raise StepRejected(f"SLA tier {subscription.sla_tier} allows no {resource_type}")
     units = _units(ctx, quota.unit)
-    return ResourceRequest(tenant, subscription, resource_type, quota, units)
+    return ResourceRequest(tenant.id, subscription, resource_type, quota, units)
 
 
 def _units(ctx: StepContext, unit: str) -> int:
@@ -179,13 +190,8 @@ def _units(ctx: StepContext, unit: str) -> int:
 
 
 def _within_quota(ctx: StepContext, request: ResourceRequest) -> None:
-    in_use = ctx.session.scalar(
-        sa.select(sa.func.sum(Resource.size_units)).where(
-            Resource.subscription_id == request.subscription.id,
-            Resource.resource_type == request.resource_type,
-            Resource.status == "active",
-        )
-    ) or 0
+    in_use = ctx.db.execute(_UNITS_IN_USE, {"subscription_id": request.subscription.id,
+                                            "type": request.resource_type}).scalar_one()
     quota = request.quota
     if in_use + request.units > quota.max_units:
         raise StepRejected(
@@ -195,17 +201,20 @@ def _within_quota(ctx: StepContext, request: ResourceRequest) -> None:
         )
 
 
-def _resource(ctx: StepContext) -> Resource:
+def _resource(ctx: StepContext) -> Row:
     resource_id = ctx.id_param("resourceId", "resource")
-    resource = ctx.session.get(Resource, resource_id)
+    resource = ctx.db.execute(_RESOURCE, {"id": resource_id}).one_or_none()
     if resource is None:
         raise StepRejected(f"unknown resource {resource_id}")
     return resource
 
 
-def _unit(ctx: StepContext, resource: Resource) -> str:
-    subscription = ctx.session.get_one(Subscription, resource.subscription_id)
-    return ctx.session.get_one(SlaQuota, (subscription.sla_tier, resource.resource_type)).unit
+def _unit(ctx: StepContext, resource: Row) -> str:
+    tier = ctx.db.execute(_SUBSCRIPTION_TIER, {"id": resource.subscription_id}).scalar_one()
+    quota = ctx.reference.quota(ctx.db, tier, resource.resource_type)
+    if quota is None:
+        raise StepRejected(f"SLA tier {tier} no longer allows {resource.resource_type}")
+    return quota.unit
 
 
 # --- the real database ----------------------------------------------------------------------------
@@ -221,14 +230,14 @@ def database_names(tenant_id: uuid.UUID, resource_id: uuid.UUID, name: str) -> t
 
 
 def _create_database(ctx: StepContext, schema: str, role: str) -> None:
-    ctx.session.execute(sa.text("SELECT provisioning_create_tenant_database(:schema, :role)"),
+    ctx.db.execute(sa.text("SELECT provisioning_create_tenant_database(:schema, :role)"),
                         {"schema": schema, "role": role})
 
 
 def _drop_database(ctx: StepContext, schema: str | None, role: str | None) -> None:
     if schema is None and role is None:  # STORAGE and COMPUTE: nothing in the cluster
         return
-    ctx.session.execute(sa.text("SELECT provisioning_drop_tenant_database(:schema, :role)"),
+    ctx.db.execute(sa.text("SELECT provisioning_drop_tenant_database(:schema, :role)"),
                         {"schema": schema, "role": role})
 
 

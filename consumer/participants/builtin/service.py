@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import uuid
 
+import sqlalchemy as sa
+
 from consumer.participants.base import Action
 from consumer.participants.builtin.context import (
     StepContext,
@@ -14,20 +16,14 @@ from consumer.participants.builtin.context import (
     StepRejected,
 )
 from consumer.participants.builtin.lookups import (
+    Row,
     active_subscription,
     active_tenant,
     delete_created,
     known_service,
     known_sla_tier,
 )
-from consumer.participants.builtin.models import (
-    PlanService,
-    RateLimit,
-    Service,
-    ServiceInstance,
-    Subscription,
-    Tenant,
-)
+from consumer.participants.builtin.models import RateLimit, ServiceInstance, Subscription
 from consumer.participants.builtin.reference import TierInfo
 
 
@@ -45,12 +41,12 @@ def create_subscription(ctx: StepContext) -> StepOutput:
     # Checked again: the registry may have changed since check-availability. A concurrent saga
     # subscribing the same service loses on the unique index and fails permanently.
     tenant, service, tier = _available(ctx)
-    subscription = Subscription(
-        id=uuid.uuid4(), tenant_id=tenant.id, service_name=service.name, sla_tier=tier.code,
-        created_by_key=ctx.key,
-    )
-    ctx.session.add(subscription)
-    return {"subscriptionId": str(subscription.id)}
+    subscription_id = uuid.uuid4()
+    ctx.db.execute(sa.insert(Subscription), {
+        "id": subscription_id, "tenant_id": tenant.id, "service_name": service,
+        "sla_tier": tier.code, "created_by_key": ctx.key,
+    })
+    return {"subscriptionId": str(subscription_id)}
 
 
 def cancel_subscription(ctx: StepContext) -> StepOutput:
@@ -62,12 +58,13 @@ def init_resources(ctx: StepContext) -> StepOutput:
     """Reserve the subscription's namespace in the service (its name for the tenant's data)."""
     subscription = _subscription(ctx)
     slug = re.sub(r"[^a-z0-9]+", "-", subscription.service_name.lower()).strip("-")
-    instance = ServiceInstance(
-        id=uuid.uuid4(), subscription_id=subscription.id,
-        namespace=f"{slug}-{subscription.id.hex[:16]}", created_by_key=ctx.key,
-    )
-    ctx.session.add(instance)
-    return {"serviceInstanceId": str(instance.id), "serviceNamespace": instance.namespace}
+    instance_id = uuid.uuid4()
+    namespace = f"{slug}-{subscription.id.hex[:16]}"
+    ctx.db.execute(sa.insert(ServiceInstance), {
+        "id": instance_id, "subscription_id": subscription.id, "namespace": namespace,
+        "created_by_key": ctx.key,
+    })
+    return {"serviceInstanceId": str(instance_id), "serviceNamespace": namespace}
 
 
 def release_service_resources(ctx: StepContext) -> StepOutput:
@@ -77,15 +74,15 @@ def release_service_resources(ctx: StepContext) -> StepOutput:
 
 def set_rate_limits(ctx: StepContext) -> StepOutput:
     subscription = _subscription(ctx)
-    tier = ctx.reference.tier(ctx.session, subscription.sla_tier)
+    tier = ctx.reference.tier(ctx.db, subscription.sla_tier)
     if tier is None:
         raise StepRejected(f"SLA tier {subscription.sla_tier} is no longer defined")
-    limit = RateLimit(
-        id=uuid.uuid4(), subscription_id=subscription.id,
-        requests_per_second=tier.requests_per_second, burst=tier.burst, created_by_key=ctx.key,
-    )
-    ctx.session.add(limit)
-    return {"rateLimitRps": str(limit.requests_per_second), "rateLimitBurst": str(limit.burst)}
+    ctx.db.execute(sa.insert(RateLimit), {
+        "id": uuid.uuid4(), "subscription_id": subscription.id,
+        "requests_per_second": tier.requests_per_second, "burst": tier.burst,
+        "created_by_key": ctx.key,
+    })
+    return {"rateLimitRps": str(tier.requests_per_second), "rateLimitBurst": str(tier.burst)}
 
 
 def remove_rate_limits(ctx: StepContext) -> StepOutput:
@@ -93,21 +90,25 @@ def remove_rate_limits(ctx: StepContext) -> StepOutput:
     return {}
 
 
-def _available(ctx: StepContext) -> tuple[Tenant, Service, TierInfo]:
+_SUBSCRIPTION = sa.select(Subscription.id, Subscription.status, Subscription.service_name,
+                          Subscription.sla_tier).where(Subscription.id == sa.bindparam("id"))
+
+
+def _available(ctx: StepContext) -> tuple[Row, str, TierInfo]:
     tenant = active_tenant(ctx)
     service = known_service(ctx)
     tier = known_sla_tier(ctx)
-    if ctx.session.get(PlanService, (tenant.plan_code, service.name)) is None:
+    if not ctx.reference.plan_includes(ctx.db, tenant.plan_code, service):
         raise StepRejected(f"plan {tenant.plan_code} of tenant {tenant.id} does not include "
-                           f"{service.name}")
-    if active_subscription(ctx.session, tenant.id, service.name) is not None:
-        raise StepRejected(f"tenant {tenant.id} already subscribes to {service.name}")
+                           f"{service}")
+    if active_subscription(ctx.db, tenant.id, service) is not None:
+        raise StepRejected(f"tenant {tenant.id} already subscribes to {service}")
     return tenant, service, tier
 
 
-def _subscription(ctx: StepContext) -> Subscription:
+def _subscription(ctx: StepContext) -> Row:
     subscription_id = ctx.id_param("subscriptionId", "subscription")
-    subscription = ctx.session.get(Subscription, subscription_id)
+    subscription = ctx.db.execute(_SUBSCRIPTION, {"id": subscription_id}).one_or_none()
     if subscription is None or subscription.status != "active":
         raise StepRejected(f"no active subscription {subscription_id}")
     return subscription

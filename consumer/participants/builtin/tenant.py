@@ -4,6 +4,7 @@ services and an administrator (the requester)."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -30,55 +31,42 @@ ADMIN_ROLE = "tenant-admin"
 
 
 def validate_entity(ctx: StepContext) -> StepOutput:
-    _eligible_entity(ctx, for_update=False)
+    _eligible_entity(ctx, _ENTITY)
     _plan(ctx)
     return {}
 
 
 def create_tenant(ctx: StepContext) -> StepOutput:
     # Row lock: two sagas promoting the same entity take turns; the second finds it a tenant.
-    entity = _eligible_entity(ctx, for_update=True)
-    tenant = Tenant(
-        id=uuid.uuid4(),
-        entity_id=entity.id,
-        name=ctx.optional("tenantName") or entity.name,
-        plan_code=_plan(ctx).code,
-        created_by_key=ctx.key,
-    )
-    ctx.session.add(tenant)
-    entity.status = "tenant"
-    entity.updated_at = sa.func.now()
-    return {"tenantId": str(tenant.id)}
+    entity = _eligible_entity(ctx, _ENTITY_FOR_UPDATE)
+    tenant_id = uuid.uuid4()
+    ctx.db.execute(sa.insert(Tenant), {
+        "id": tenant_id, "entity_id": entity.id, "name": ctx.optional("tenantName") or entity.name,
+        "plan_code": _plan(ctx).code, "created_by_key": ctx.key,
+    })
+    ctx.db.execute(_PROMOTE_ENTITY, {"entity": entity.id})
+    return {"tenantId": str(tenant_id)}
 
 
 def delete_tenant(ctx: StepContext) -> StepOutput:
-    tenant = ctx.session.scalars(
-        sa.select(Tenant).where(Tenant.created_by_key == ctx.key)
-    ).one_or_none()
-    if tenant is None:
-        return {}
-    entity = ctx.session.get(Entity, tenant.entity_id, with_for_update=True)
-    ctx.session.delete(tenant)
-    ctx.session.flush()  # the tenant's own rows go by cascade; live resources refuse (FK)
-    if entity is not None and entity.status == "tenant":
-        entity.status = "eligible"
-        entity.updated_at = sa.func.now()
+    # The tenant's own rows go by cascade; live resources refuse (FK).
+    entity_id = ctx.db.scalar(_DELETE_TENANT, {"key": ctx.key})
+    if entity_id is not None:
+        ctx.db.execute(_RESTORE_ENTITY, {"entity": entity_id})
     return {}
 
 
 def setup_billing(ctx: StepContext) -> StepOutput:
     tenant = active_tenant(ctx)
-    account = BillingAccount(
-        id=uuid.uuid4(),
-        tenant_id=tenant.id,
-        account_name=ctx.param("billingInfo.accountName"),
-        billing_email=ctx.param("billingInfo.billingEmail"),
-        currency=ctx.param("billingInfo.currency").upper(),
-        payment_method=ctx.optional("billingInfo.paymentMethod"),
-        created_by_key=ctx.key,
-    )
-    ctx.session.add(account)
-    return {"billingAccountId": str(account.id)}
+    account_id = uuid.uuid4()
+    ctx.db.execute(sa.insert(BillingAccount), {
+        "id": account_id, "tenant_id": tenant.id,
+        "account_name": ctx.param("billingInfo.accountName"),
+        "billing_email": ctx.param("billingInfo.billingEmail"),
+        "currency": ctx.param("billingInfo.currency").upper(),
+        "payment_method": ctx.optional("billingInfo.paymentMethod"), "created_by_key": ctx.key,
+    })
+    return {"billingAccountId": str(account_id)}
 
 
 def delete_billing_account(ctx: StepContext) -> StepOutput:
@@ -89,22 +77,21 @@ def delete_billing_account(ctx: StepContext) -> StepOutput:
 def activate_services(ctx: StepContext) -> StepOutput:
     """Subscribe the tenant to its plan's default services, at the plan's tier and its limits."""
     tenant = active_tenant(ctx)
-    plan = ctx.reference.plan(ctx.session, tenant.plan_code)
-    tier = ctx.reference.tier(ctx.session, plan.default_sla_tier) if plan else None
+    plan = ctx.reference.plan(ctx.db, tenant.plan_code)
+    tier = ctx.reference.tier(ctx.db, plan.default_sla_tier) if plan else None
     if plan is None or tier is None:
         raise StepRejected(f"plan {tenant.plan_code} or its SLA tier is no longer defined")
-    services = ctx.reference.default_services(ctx.session, plan.code)
-    for service in services:
-        subscription = Subscription(
-            id=uuid.uuid4(), tenant_id=tenant.id, service_name=service, sla_tier=tier.code,
-            created_by_key=ctx.key,
-        )
-        ctx.session.add(subscription)
-        ctx.session.flush()  # the rate limit refers to it
-        ctx.session.add(RateLimit(
-            subscription_id=subscription.id, requests_per_second=tier.requests_per_second,
-            burst=tier.burst, created_by_key=ctx.key,
-        ))
+    services = ctx.reference.default_services(ctx.db, plan.code)
+    if services:  # one statement for all subscriptions, one for their rate limits
+        subscriptions = [{"id": uuid.uuid4(), "tenant_id": tenant.id, "service_name": service,
+                          "sla_tier": tier.code, "created_by_key": ctx.key}
+                         for service in services]
+        ctx.db.execute(sa.insert(Subscription), subscriptions)
+        ctx.db.execute(sa.insert(RateLimit), [
+            {"id": uuid.uuid4(), "subscription_id": subscription["id"],
+             "requests_per_second": tier.requests_per_second, "burst": tier.burst,
+             "created_by_key": ctx.key}
+            for subscription in subscriptions])
     return {"activatedServices": ",".join(services)}
 
 
@@ -117,16 +104,16 @@ def create_admin_role(ctx: StepContext) -> StepOutput:
     """Make the requester (created as a user if new) the tenant's administrator."""
     tenant = active_tenant(ctx)
     admin = ensure_user(ctx, ctx.param("requestedBy"))
-    ctx.session.add(Membership(
-        tenant_id=tenant.id, user_id=admin.id, role_name=ADMIN_ROLE, created_by_key=ctx.key
-    ))
+    ctx.db.execute(sa.insert(Membership), {"id": uuid.uuid4(), "tenant_id": tenant.id,
+                                           "user_id": admin.id, "role_name": ADMIN_ROLE,
+                                           "created_by_key": ctx.key})
     return {"adminUserId": str(admin.id)}
 
 
 def delete_admin_role(ctx: StepContext) -> StepOutput:
     delete_created(ctx, Membership)
     # The requester's user goes only if this call created it and nothing else uses it since.
-    ctx.session.execute(
+    ctx.db.execute(
         sa.delete(User).where(
             User.created_by_key == ctx.key,
             ~sa.exists().where(Membership.user_id == User.id),
@@ -135,10 +122,21 @@ def delete_admin_role(ctx: StepContext) -> StepOutput:
     return {}
 
 
-def _eligible_entity(ctx: StepContext, for_update: bool) -> Entity:
+_ENTITY = sa.select(Entity.id, Entity.name, Entity.status).where(
+    Entity.external_id == sa.bindparam("external_id"))
+_ENTITY_FOR_UPDATE = _ENTITY.with_for_update()
+_PROMOTE_ENTITY = (sa.update(Entity).where(Entity.id == sa.bindparam("entity"))
+                   .values(status="tenant", updated_at=sa.func.now()))
+_RESTORE_ENTITY = (sa.update(Entity).where(Entity.id == sa.bindparam("entity"),
+                                           Entity.status == "tenant")
+                   .values(status="eligible", updated_at=sa.func.now()))
+_DELETE_TENANT = (sa.delete(Tenant).where(Tenant.created_by_key == sa.bindparam("key"))
+                  .returning(Tenant.entity_id))
+
+
+def _eligible_entity(ctx: StepContext, query: sa.Select[Any]) -> sa.Row[Any]:
     entity_id = ctx.param("entityId")
-    query = sa.select(Entity).where(Entity.external_id == entity_id)
-    entity = ctx.session.scalars(query.with_for_update() if for_update else query).one_or_none()
+    entity = ctx.db.execute(query, {"external_id": entity_id}).one_or_none()
     if entity is None:
         raise StepRejected(f"unknown entity {entity_id}")
     if entity.status == "tenant":
@@ -151,7 +149,7 @@ def _eligible_entity(ctx: StepContext, for_update: bool) -> Entity:
 
 def _plan(ctx: StepContext) -> PlanInfo:
     code = ctx.param("subscriptionPlan")
-    plan = ctx.reference.plan(ctx.session, code.upper())
+    plan = ctx.reference.plan(ctx.db, code.upper())
     if plan is None:
         raise StepRejected(f"unknown subscription plan {code}")
     return plan

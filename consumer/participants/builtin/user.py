@@ -16,11 +16,13 @@ from consumer.participants.builtin.context import (
     StepRejected,
 )
 from consumer.participants.builtin.lookups import (
+    Row,
     active_tenant,
     delete_created,
     find_user,
     known_role,
     permissions_in,
+    user_by_id,
 )
 from consumer.participants.builtin.models import (
     Invitation,
@@ -38,8 +40,8 @@ def validate_permission(ctx: StepContext) -> StepOutput:
     tenant = active_tenant(ctx)
     known_role(ctx)
     requester_ref = ctx.param("requestedBy")
-    requester = find_user(ctx.session, requester_ref)
-    granted = permissions_in(ctx.session, tenant.id, requester.id) if requester else set()
+    requester = find_user(ctx.db, requester_ref)
+    granted = permissions_in(ctx.db, tenant.id, requester.id) if requester else set()
     if MANAGE_USERS not in granted:
         raise StepRejected(
             f"requester {requester_ref} lacks permission {MANAGE_USERS} in tenant {tenant.id}"
@@ -50,20 +52,15 @@ def validate_permission(ctx: StepContext) -> StepOutput:
 def resolve_user(ctx: StepContext) -> StepOutput:
     """The user with this e-mail; created under this call's key when there is none."""
     email = ctx.param("email").lower()
-    # ON CONFLICT: when two sagas add the same new person at once, one creates, both find it.
-    created = ctx.session.execute(
-        insert(User)
-        .values(id=uuid.uuid4(), email=email, created_by_key=ctx.key)
-        .on_conflict_do_nothing(index_elements=[User.email])
-        .returning(User.id)
-    ).scalar_one_or_none()
-    user_id = created or ctx.session.scalars(sa.select(User.id).where(User.email == email)).one()
+    created = ctx.db.scalar(_CREATE_INVITED_USER, {"id": uuid.uuid4(), "email": email,
+                                                   "created_by_key": ctx.key})
+    user_id = created or ctx.db.execute(_USER_BY_EMAIL, {"email": email}).scalar_one()
     return {"userId": str(user_id), "userCreated": str(created is not None).lower()}
 
 
 def release_user(ctx: StepContext) -> StepOutput:
     # Only a user this call created, and only while no tenant has taken it up since.
-    ctx.session.execute(
+    ctx.db.execute(
         sa.delete(User).where(
             User.created_by_key == ctx.key,
             ~sa.exists().where(Membership.user_id == User.id),
@@ -76,20 +73,15 @@ def add_to_tenant(ctx: StepContext) -> StepOutput:
     tenant = active_tenant(ctx)
     user = _user(ctx)
     role = known_role(ctx)
-    existing = ctx.session.scalars(
-        sa.select(Membership).where(
-            Membership.tenant_id == tenant.id, Membership.user_id == user.id
-        )
-    ).one_or_none()
-    if existing is not None:
+    existing_role = ctx.db.scalar(_MEMBERSHIP_ROLE, {"tenant_id": tenant.id, "user_id": user.id})
+    if existing_role is not None:
         raise StepRejected(f"user {user.id} is already a member of tenant {tenant.id} "
-                           f"(role {existing.role_name})")
-    membership = Membership(
-        id=uuid.uuid4(), tenant_id=tenant.id, user_id=user.id, role_name=role.name,
-        created_by_key=ctx.key,
-    )
-    ctx.session.add(membership)
-    return {"membershipId": str(membership.id)}
+                           f"(role {existing_role})")
+    membership_id = uuid.uuid4()
+    ctx.db.execute(sa.insert(Membership), {"id": membership_id, "tenant_id": tenant.id,
+                                           "user_id": user.id, "role_name": role,
+                                           "created_by_key": ctx.key})
+    return {"membershipId": str(membership_id)}
 
 
 def remove_from_tenant(ctx: StepContext) -> StepOutput:
@@ -101,18 +93,18 @@ def send_invitation(ctx: StepContext) -> StepOutput:
     """Queue the invitation in the outbox; a mailer sends `pending` rows."""
     tenant = active_tenant(ctx)
     user = _user(ctx)
-    invitation = Invitation(
-        id=uuid.uuid4(), tenant_id=tenant.id, user_id=user.id,
-        email=user.email or ctx.param("email").lower(), role_name=known_role(ctx).name,
-        created_by_key=ctx.key,
-    )
-    ctx.session.add(invitation)
-    return {"invitationId": str(invitation.id)}
+    invitation_id = uuid.uuid4()
+    ctx.db.execute(sa.insert(Invitation), {
+        "id": invitation_id, "tenant_id": tenant.id, "user_id": user.id,
+        "email": user.email or ctx.param("email").lower(), "role_name": known_role(ctx),
+        "created_by_key": ctx.key,
+    })
+    return {"invitationId": str(invitation_id)}
 
 
 def revoke_invitation(ctx: StepContext) -> StepOutput:
     # Cancelled, not deleted: a mailer may hold the row, and a sent link must stop working.
-    ctx.session.execute(
+    ctx.db.execute(
         sa.update(Invitation)
         .where(Invitation.created_by_key == ctx.key, Invitation.status != "cancelled")
         .values(status="cancelled", updated_at=sa.func.now())
@@ -124,18 +116,12 @@ def init_preferences(ctx: StepContext) -> StepOutput:
     tenant = active_tenant(ctx)
     user = _user(ctx)
     # Kept when the user had them already (e.g. a former member of this tenant).
-    created = ctx.session.execute(
-        insert(UserPreferences)
-        .values(id=uuid.uuid4(), user_id=user.id, tenant_id=tenant.id, **DEFAULT_PREFERENCES,
-                settings=DEFAULT_SETTINGS, created_by_key=ctx.key)
-        .on_conflict_do_nothing(index_elements=[UserPreferences.user_id, UserPreferences.tenant_id])
-        .returning(UserPreferences.id)
-    ).scalar_one_or_none()
-    preferences_id = created or ctx.session.scalars(
-        sa.select(UserPreferences.id).where(
-            UserPreferences.user_id == user.id, UserPreferences.tenant_id == tenant.id
-        )
-    ).one()
+    ids = {"user_id": user.id, "tenant_id": tenant.id}
+    created = ctx.db.scalar(_CREATE_PREFERENCES, {
+        **ids, "id": uuid.uuid4(), **DEFAULT_PREFERENCES, "settings": DEFAULT_SETTINGS,
+        "created_by_key": ctx.key,
+    })
+    preferences_id = created or ctx.db.execute(_PREFERENCES, ids).scalar_one()
     return {"preferencesId": str(preferences_id)}
 
 
@@ -144,9 +130,26 @@ def delete_preferences(ctx: StepContext) -> StepOutput:
     return {}
 
 
-def _user(ctx: StepContext) -> User:
+# ON CONFLICT: when two sagas add the same new person at once, one creates, both find it.
+_CREATE_INVITED_USER = (insert(User)
+                        .on_conflict_do_nothing(index_elements=[User.email])
+                        .returning(User.id))
+_USER_BY_EMAIL = sa.select(User.id).where(User.email == sa.bindparam("email"))
+_MEMBERSHIP_ROLE = sa.select(Membership.role_name).where(
+    Membership.tenant_id == sa.bindparam("tenant_id"),
+    Membership.user_id == sa.bindparam("user_id"))
+_CREATE_PREFERENCES = (insert(UserPreferences)
+                       .on_conflict_do_nothing(
+                           index_elements=[UserPreferences.user_id, UserPreferences.tenant_id])
+                       .returning(UserPreferences.id))
+_PREFERENCES = sa.select(UserPreferences.id).where(
+    UserPreferences.user_id == sa.bindparam("user_id"),
+    UserPreferences.tenant_id == sa.bindparam("tenant_id"))
+
+
+def _user(ctx: StepContext) -> Row:
     user_id = ctx.id_param("userId", "user")
-    user = ctx.session.get(User, user_id)
+    user = user_by_id(ctx.db, user_id)
     if user is None:
         raise StepRejected(f"unknown user {user_id}")
     return user

@@ -16,6 +16,7 @@ from consumer.participants.builtin import BuiltinParticipant
 from consumer.participants.builtin import participant as participant_module
 from consumer.participants.builtin.registry import add_entity, recorded_outcome, rows_created_by
 from provisioning.database import create_engine
+from provisioning.settings import Settings
 
 
 def test_the_same_call_twice_returns_the_same_output_and_acts_once(
@@ -179,6 +180,30 @@ def test_an_unreachable_database_is_a_transient_failure_not_an_exception(
 
     assert outcome.outcome is Outcome.TRANSIENT_FAILURE
     assert outcome.reason.startswith("database unavailable: ")
+
+
+def test_connections_the_server_dropped_cost_one_transient_failure_not_the_pool(
+    base_settings: Settings, registry_engine: sa.Engine,
+) -> None:
+    # The worker's engine does not check a connection before each use (one round trip per
+    # step): a dropped one must fail only the step that finds it, and renew all its siblings.
+    engine = create_engine(base_settings, pool_size=2, max_overflow=0, pre_ping=False)
+    participant = BuiltinParticipant(engine)
+    flow = tenant_flow(participant, registry_engine)
+    with engine.connect() as one, engine.connect() as two:  # both pooled connections in use
+        pids = [one.scalar(sa.text("SELECT pg_backend_pid()")),
+                two.scalar(sa.text("SELECT pg_backend_pid()"))]
+    with registry_engine.connect() as admin:
+        for pid in pids:
+            assert admin.scalar(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+    finds_it = flow.execute("validate-entity")
+    after = [flow.execute("validate-entity"), flow.execute("create-tenant")]
+    engine.dispose()
+
+    assert finds_it.outcome is Outcome.TRANSIENT_FAILURE
+    assert finds_it.reason.startswith("database unavailable: ")
+    assert [outcome.outcome for outcome in after] == [Outcome.SUCCEEDED, Outcome.SUCCEEDED]
 
 
 def test_unknown_steps_and_missing_parameters_are_permanent(
