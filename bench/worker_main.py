@@ -16,8 +16,9 @@ import sys
 import uuid
 from pathlib import Path
 
+from consumer.main import builtin_participant
 from consumer.member_status import report_to_supervisor
-from consumer.participants.base import StepCall, StepOutcome
+from consumer.participants.base import Participant, StepCall, StepOutcome
 from consumer.supervisor import MemberSpec, Supervisor
 from consumer.worker import Worker, WorkerOptions
 from provisioning.ops import start_ops
@@ -50,17 +51,11 @@ def main() -> None:
         raise SystemExit(Supervisor(args.processes, lambda member: member_command(args, member),
                                     instance_id=args.instance,
                                     metrics_port=settings.metrics_port).run())
-    if args.participants == "noop":
-        participant = NoopParticipant()
-    else:
-        from consumer.participants.builtin import BuiltinParticipant
-        from provisioning.database import create_engine
-
-        participant = BuiltinParticipant(create_engine(  # as consumer/main.py makes it
-            settings, pool_size=args.step_concurrency, max_overflow=0, pre_ping=False))
     options = WorkerOptions(group_id=args.group, instance_id=args.instance,
                             step_concurrency=args.step_concurrency, max_in_flight=50_000,
                             static_membership=args.static_membership)
+    participant: Participant = NoopParticipant() if args.participants == "noop" else \
+        builtin_participant(settings, options)  # as the worker makes it
     worker = Worker(settings, lambda call: participant, options)
     worker.install_signal_handlers()
     reporter = report_to_supervisor(args.status_file, worker.readiness, worker.liveness,

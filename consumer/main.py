@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from consumer.member_status import report_to_supervisor
 from consumer.participants.base import Participant, StepCall
@@ -13,22 +14,18 @@ from provisioning.logs import configure_logging
 from provisioning.ops import start_ops
 from provisioning.settings import Settings
 
+if TYPE_CHECKING:
+    from consumer.participants.builtin import BuiltinParticipant
+
 
 def run_worker(settings: Settings, options: WorkerOptions,
                status_file: Path | None = None) -> int:
     """One worker process; with `status_file`, a member of `--processes N` reporting to its
     supervisor there (`consumer/supervisor.py`)."""
-    from consumer.participants.builtin import BuiltinParticipant
-    from provisioning.database import create_engine
-
     configure_logging()
     routing = load_routing(settings.routing_file)  # a bad file stops us here, before Kafka
     http = http_participants(routing)  # so do credentials that cannot be read
-    # One connection per concurrent step: a step never waits for the pool. Not checked before
-    # each use (a round trip per step): a dropped connection fails its step, which is retried.
-    engine = create_engine(settings, pool_size=options.step_concurrency, max_overflow=0,
-                           pre_ping=False)
-    route = synchronous_participants(routing, BuiltinParticipant(engine), http)
+    route = synchronous_participants(routing, builtin_participant(settings, options), http)
     worker = Worker(settings, route, options, routing=routing)
     worker.install_signal_handlers()
     ops = start_ops(settings.metrics_port, worker.readiness, worker.liveness)
@@ -42,6 +39,18 @@ def run_worker(settings: Settings, options: WorkerOptions,
         if ops is not None:
             ops.stop()
     return 0
+
+
+def builtin_participant(settings: Settings, options: WorkerOptions) -> BuiltinParticipant:
+    """The registry's participant with a connection per call it may run at once (so a call
+    never waits for the pool), not checked before each use (a round trip per step): a
+    dropped connection fails its step, which the saga retries."""
+    from consumer.participants.builtin import BuiltinParticipant
+    from provisioning.database import create_engine
+
+    connections = min(settings.builtin_concurrency, options.step_concurrency)
+    engine = create_engine(settings, pool_size=connections, max_overflow=0, pre_ping=False)
+    return BuiltinParticipant(engine, concurrency=connections)
 
 
 def synchronous_participants(routing: Routing, builtin: Participant,

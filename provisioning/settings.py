@@ -106,6 +106,13 @@ class Settings(BaseSettings):
         SecretStr("postgresql+psycopg://provisioning:provisioning-dev@127.0.0.1:15432/provisioning"),
         description="SQLAlchemy URL of the service's database (contains a password: secret).",
     )
+    builtin_concurrency: int = Field(
+        8, ge=1, le=256,
+        description="Built-in participant calls a worker process runs at once, each on its own "
+        "database connection; the other step threads wait their turn asleep. More is slower on "
+        "a small machine: threads contending for the interpreter lock cost CPU (README, "
+        "Performance).",
+    )
 
     # --- REST API (`provisioning api`) and its callers ----------------------------------
     api_url: str = Field(

@@ -19,11 +19,11 @@ import logging
 
 from hostile_neighbour import HUGE_PREFIX, SURROGATE_PREFIX
 
+from consumer.main import builtin_participant
 from consumer.participants.base import StepCall, StepOutcome
 from consumer.participants.builtin import BuiltinParticipant
 from consumer.routing import Routing, parse_routing
 from consumer.worker import Worker, WorkerOptions
-from provisioning.database import create_engine
 from provisioning.logs import configure_logging
 from provisioning.settings import Settings
 from sagas import DEFAULT_REGISTRY
@@ -82,13 +82,10 @@ def main() -> None:
     # needs to be understood afterwards.
     logging.getLogger("consumer").setLevel(logging.INFO)
     settings = Settings()
-    builtin = BuiltinParticipant(create_engine(settings, pool_size=16, max_overflow=0,
-                                               pre_ping=False))  # as consumer/main.py
-    participant = FailingParticipant(builtin, args.failure_rate)
-    worker = Worker(settings, lambda call: participant,
-                    WorkerOptions(group_id=args.group, instance_id=args.instance,
-                                  step_concurrency=16, max_in_flight=args.max_in_flight),
-                    routing=patient_routing())
+    options = WorkerOptions(group_id=args.group, instance_id=args.instance,
+                            step_concurrency=16, max_in_flight=args.max_in_flight)
+    participant = FailingParticipant(builtin_participant(settings, options), args.failure_rate)
+    worker = Worker(settings, lambda call: participant, options, routing=patient_routing())
     worker.install_signal_handlers()
     worker.run()
 

@@ -25,6 +25,7 @@ connection: the ORM's session, identity map and flush cost more CPU than the ste
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 
@@ -84,10 +85,16 @@ DATABASE_UNAVAILABLE = (
 class BuiltinParticipant:
     """Runs the four workflows' steps against the registry tables (see the module doc)."""
 
-    def __init__(self, engine: sa.Engine, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, engine: sa.Engine, clock: Callable[[], float] = time.time,
+                 concurrency: int | None = None) -> None:
+        """`concurrency`: calls that run at once (None: as many as the pool has connections).
+        The rest wait here, asleep, until one ends or their deadline passes: a step thread
+        waiting for the interpreter lock costs CPU, one waiting for a permit does not."""
         self._engine = engine
         self._clock = clock
         self._reference = ReferenceData()
+        permits = concurrency or engine.pool.size()  # type: ignore[attr-defined]
+        self._permits = threading.BoundedSemaphore(permits)
 
     def call(self, call: StepCall) -> StepOutcome:
         function = DISPATCH.get((call.workflow_type, call.step, call.action))
@@ -108,6 +115,19 @@ class BuiltinParticipant:
         time_left_ms = self._time_left_ms(call)
         if time_left_ms <= 0:
             return StepOutcome.transient("the call's deadline passed before it started")
+        if not self._permits.acquire(blocking=False):
+            if not self._permits.acquire(timeout=time_left_ms / 1000):
+                return StepOutcome.transient("the call's deadline passed while it waited its turn")
+            time_left_ms = self._time_left_ms(call)  # less by the wait
+        try:
+            if time_left_ms <= 0:
+                return StepOutcome.transient("the call's deadline passed while it waited its turn")
+            return self._run_transaction(call, function, time_left_ms)
+        finally:
+            self._permits.release()
+
+    def _run_transaction(self, call: StepCall, function: StepFunction,
+                         time_left_ms: int) -> StepOutcome:
         with self._engine.connect() as db:
             with db.begin() as transaction:
                 recorded = _begin_call(db, call, time_left_ms)

@@ -4,6 +4,7 @@ permanent answers remembered, transient ones not, and `call` never raises."""
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from dataclasses import replace
 
@@ -106,6 +107,29 @@ def test_a_call_whose_deadline_already_passed_does_nothing(
 
     assert outcome.outcome is Outcome.TRANSIENT_FAILURE
     assert rows_created_by(registry_engine, call.idempotency_key) == {}
+
+
+def test_calls_beyond_the_concurrency_wait_their_turn_within_their_deadline(
+    registry_engine: sa.Engine,
+) -> None:
+    one_at_a_time = BuiltinParticipant(registry_engine, concurrency=1)
+    first = tenant_flow(one_at_a_time, registry_engine).step_call("validate-entity")
+    second_flow = tenant_flow(one_at_a_time, registry_engine)
+    second = _with_deadline(second_flow.step_call("validate-entity"), seconds_from_now=0.3)
+    with registry_engine.begin() as holder:  # the first call waits for its key's lock...
+        holder.execute(sa.text("SELECT pg_advisory_xact_lock(1, hashtext(:key))"),
+                       {"key": first.idempotency_key})
+        running = threading.Thread(target=one_at_a_time.call, args=(first,))
+        running.start()
+        time.sleep(0.2)
+        started = time.monotonic()
+        waited = one_at_a_time.call(second)  # ...holding the only permit
+        waited_s = time.monotonic() - started
+    running.join()
+
+    assert waited == StepOutcome.transient("the call's deadline passed while it waited its turn")
+    assert 0.05 <= waited_s < 1.0
+    assert second_flow.execute("validate-entity").outcome is Outcome.SUCCEEDED  # permit back
 
 
 def test_work_that_finishes_after_the_deadline_is_rolled_back(
