@@ -1,9 +1,9 @@
 """What a step function gets (one call, its open transaction) and how it says "impossible".
 
-A step function reads parameters through `StepContext`, works through `ctx.db` (a Core
-connection, already inside the call's transaction) and returns its output. It raises `StepRejected`
-when the request can never succeed as given; the participant turns that into a permanent
-failure, rolls the function's work back and records the reason under the idempotency key.
+A step function reads parameters through `StepContext`, runs its statements (`sql.py`)
+through `ctx.db`, already inside the call's transaction, and returns its output. It raises
+`StepRejected` when the request can never succeed as given; the participant turns that into a
+permanent failure, rolls the function's work back and records the reason under the key.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from consumer.participants.base import StepCall
 from consumer.participants.builtin.reference import ReferenceData
+from consumer.participants.builtin.sql import Registry, compiled
 
 StepOutput = Mapping[str, str]
 
@@ -37,7 +38,7 @@ class LockSpace:
 
 @dataclass(frozen=True, slots=True)
 class StepContext:
-    db: sa.Connection  # Core statements only: the ORM's unit of work cost more than the steps
+    db: Registry
     call: StepCall
     reference: ReferenceData  # plans and SLA tiers, kept for a while (reference.py)
 
@@ -75,7 +76,7 @@ class StepContext:
         self.db.execute(_ADVISORY_XACT_LOCK, {"space": space, "name": name})
 
 
-_ADVISORY_XACT_LOCK = sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))")
+_ADVISORY_XACT_LOCK = compiled(sa.text("SELECT pg_advisory_xact_lock(:space, hashtext(:name))"))
 
 
 def parse_uuid(value: str) -> uuid.UUID | None:

@@ -1,8 +1,7 @@
 """Registry reads and writes that several workflows share.
 
-Statements are Core, built once here with bind parameters: per call only the values change
-(building and caching a statement, or the ORM's identity map and flush, cost more CPU than
-PostgreSQL spent running it). Rows come back as named tuples (`row.id`, `row.status`).
+Statements are compiled once, here, with bind parameters (`sql.py`): per call only the values
+change. Rows come back as named tuples (`row.id`, `row.status`).
 """
 
 from __future__ import annotations
@@ -23,28 +22,32 @@ from consumer.participants.builtin.models import (
     User,
 )
 from consumer.participants.builtin.reference import TierInfo
+from consumer.participants.builtin.sql import Registry, compiled, delete_created_by
 
-Row = sa.Row[Any]
+Row = Any  # a named tuple of the statement's columns
 
-_TENANT = sa.select(Tenant.id, Tenant.status, Tenant.plan_code).where(
-    Tenant.id == sa.bindparam("id"))
-_ACTIVE_SUBSCRIPTION = sa.select(Subscription.id, Subscription.sla_tier,
-                                 Subscription.service_name).where(
-    Subscription.tenant_id == sa.bindparam("tenant_id"),
-    Subscription.service_name == sa.bindparam("service"),
-    Subscription.status == "active",
-)
-_USER_BY_EXTERNAL_ID = sa.select(User.id, User.email).where(
-    User.external_id == sa.bindparam("reference"))
-_USER_BY_ID = sa.select(User.id, User.email).where(User.id == sa.bindparam("id"))
+_TENANT = compiled(sa.select(Tenant.id, Tenant.status, Tenant.plan_code)
+                   .where(Tenant.id == sa.bindparam("id")))
+_ACTIVE_SUBSCRIPTION = compiled(
+    sa.select(Subscription.id, Subscription.sla_tier, Subscription.service_name)
+    .where(Subscription.tenant_id == sa.bindparam("tenant_id"),
+           Subscription.service_name == sa.bindparam("service"),
+           Subscription.status == "active"))
+_USER_BY_EXTERNAL_ID = compiled(sa.select(User.id, User.email)
+                                .where(User.external_id == sa.bindparam("reference")))
+_USER_BY_ID = compiled(sa.select(User.id, User.email).where(User.id == sa.bindparam("id")))
 # ON CONFLICT: a concurrent call may create the same requester; then we use theirs.
-_CREATE_REQUESTER = (insert(User)
-                     .on_conflict_do_nothing(index_elements=[User.external_id])
-                     .returning(User.id, User.email))
-_PERMISSIONS = (sa.select(RolePermission.permission)
-                .join(Membership, Membership.role_name == RolePermission.role_name)
-                .where(Membership.tenant_id == sa.bindparam("tenant_id"),
-                       Membership.user_id == sa.bindparam("user_id")))
+_CREATE_REQUESTER = compiled(insert(User)
+                             .on_conflict_do_nothing(index_elements=[User.external_id])
+                             .returning(User.id, User.email),
+                             ["id", "external_id", "created_by_key"])
+_PERMISSIONS = compiled(sa.select(RolePermission.permission)
+                        .join(Membership, Membership.role_name == RolePermission.role_name)
+                        .where(Membership.tenant_id == sa.bindparam("tenant_id"),
+                               Membership.user_id == sa.bindparam("user_id")))
+_DELETE_UNUSED_USER = compiled(sa.delete(User)
+                               .where(User.created_by_key == sa.bindparam("key"),
+                                      ~sa.exists().where(Membership.user_id == User.id)))
 
 
 def active_tenant(ctx: StepContext, param: str = "tenantId") -> Row:
@@ -83,13 +86,13 @@ def known_role(ctx: StepContext) -> str:
     return name
 
 
-def active_subscription(db: sa.Connection, tenant_id: uuid.UUID, service: str) -> Row | None:
+def active_subscription(db: Registry, tenant_id: uuid.UUID, service: str) -> Row | None:
     """The tenant's active subscription to `service` (id, sla_tier, service_name), if any."""
     return db.execute(_ACTIVE_SUBSCRIPTION,
                       {"tenant_id": tenant_id, "service": service}).one_or_none()
 
 
-def find_user(db: sa.Connection, reference: str) -> Row | None:
+def find_user(db: Registry, reference: str) -> Row | None:
     """A user named by a command: its external id (`requestedBy`) or, failing that, its id."""
     user = db.execute(_USER_BY_EXTERNAL_ID, {"reference": reference}).one_or_none()
     parsed = parse_uuid(reference)
@@ -108,14 +111,19 @@ def ensure_user(ctx: StepContext, reference: str) -> Row:
     return created or ctx.db.execute(_USER_BY_EXTERNAL_ID, {"reference": reference}).one()
 
 
-def permissions_in(db: sa.Connection, tenant_id: uuid.UUID, user_id: uuid.UUID) -> set[str]:
+def permissions_in(db: Registry, tenant_id: uuid.UUID, user_id: uuid.UUID) -> set[str]:
     return set(db.scalars(_PERMISSIONS, {"tenant_id": tenant_id, "user_id": user_id}))
 
 
-def user_by_id(db: sa.Connection, user_id: uuid.UUID) -> Row | None:
+def user_by_id(db: Registry, user_id: uuid.UUID) -> Row | None:
     return db.execute(_USER_BY_ID, {"id": user_id}).one_or_none()
+
+
+def delete_unused_user(ctx: StepContext) -> None:
+    """Delete the user this call's key created, unless some tenant has taken it up since."""
+    ctx.db.execute(_DELETE_UNUSED_USER, {"key": ctx.key})
 
 
 def delete_created(ctx: StepContext, model: type[CreatedByStep]) -> None:
     """Delete the rows of `model` this call's key created (none: nothing to undo)."""
-    ctx.db.execute(sa.delete(model).where(model.created_by_key == ctx.key))
+    ctx.db.execute(delete_created_by(model), {"key": ctx.key})

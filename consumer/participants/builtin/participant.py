@@ -17,9 +17,9 @@ unreachable, timeouts, deadlocks, anything unexpected) roll everything back and 
 recorded, so the saga's retry runs the step afresh. `call` never raises.
 
 Thread-safe: the participant keeps no state but the engine and the reference data; each call
-takes its own connection from the engine's pool. Everything is Core statements on that
-connection: the ORM's session, identity map and flush cost more CPU than the steps' SQL
-(measured in the README's performance section).
+takes its own connection from the engine's pool and runs its statements, compiled once
+(`sql.py`), on that connection's psycopg cursor: the ORM's session and SQLAlchemy's execution
+layer cost more CPU than the steps' SQL (measured in the README's performance section).
 """
 
 from __future__ import annotations
@@ -27,9 +27,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
+from typing import Any
 
+import psycopg
 import sqlalchemy as sa
+from psycopg.types.json import Jsonb
 
 from consumer.participants.base import Action, Outcome, StepCall, StepOutcome
 from consumer.participants.builtin import resource, service, tenant, user
@@ -41,6 +45,7 @@ from consumer.participants.builtin.context import (
 )
 from consumer.participants.builtin.models import StepExecution
 from consumer.participants.builtin.reference import ReferenceData
+from consumer.participants.builtin.sql import Registry, compiled, insert
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +80,9 @@ CONFLICTS = {
     "ck_billing_accounts_currency": "billingInfo.currency must be a three-letter currency code",
 }
 DATABASE_UNAVAILABLE = (
-    sa.exc.OperationalError,  # includes connection refused, timeouts, deadlocks
+    psycopg.OperationalError,  # includes timeouts, lock timeouts, deadlocks, a dropped connection
+    psycopg.InterfaceError,
+    sa.exc.OperationalError,  # from the pool: connection refused
     sa.exc.InterfaceError,
     sa.exc.DisconnectionError,
     sa.exc.TimeoutError,  # no pooled connection in time
@@ -128,26 +135,43 @@ class BuiltinParticipant:
 
     def _run_transaction(self, call: StepCall, function: StepFunction,
                          time_left_ms: int) -> StepOutcome:
-        with self._engine.connect() as db:
-            with db.begin() as transaction:
-                recorded = _begin_call(db, call, time_left_ms)
-                if recorded is not None:
-                    return recorded
-                output, refusal = _attempt(db, call, function, self._reference)
-                if refusal is None and self._time_left_ms(call) > 0:
-                    outcome = StepOutcome(Outcome.SUCCEEDED, output)
-                    db.execute(_RECORD, _record(call, outcome))
-                    return outcome
-                # A refusal, or the caller stopped waiting: the step's work is rolled back.
-                transaction.rollback()
-            if refusal is None:
-                return StepOutcome.transient("the call's deadline passed before it could commit")
-            with db.begin():  # the refusal, recorded under the key (lock taken again)
-                recorded = _begin_call(db, call, max(1, self._time_left_ms(call)))
-                if recorded is not None:
-                    return recorded
-                db.execute(_RECORD, _record(call, refusal))
-            return refusal
+        connection = self._engine.raw_connection()  # the pool's; returned (rolled back) below
+        driver: psycopg.Connection[Any] = connection.driver_connection  # type: ignore[assignment]
+        try:
+            return self._transaction(connection, Registry(driver), call, function, time_left_ms)
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            if driver.closed:
+                # The server dropped it: so it did every connection made before (a restart).
+                connection.invalidate()
+                self._engine.dispose(close=False)
+            raise
+        finally:
+            connection.close()
+
+    def _transaction(self, connection: Any, db: Registry, call: StepCall,
+                     function: StepFunction, time_left_ms: int) -> StepOutcome:
+        recorded = _begin_call(db, call, time_left_ms)
+        if recorded is not None:
+            connection.rollback()
+            return recorded
+        output, refusal = _attempt(db, call, function, self._reference)
+        if refusal is None and self._time_left_ms(call) > 0:
+            outcome = StepOutcome(Outcome.SUCCEEDED, output)
+            db.execute(_RECORD, _record(call, outcome))
+            connection.commit()
+            return outcome
+        # A refusal, or the caller stopped waiting: the step's work is rolled back.
+        connection.rollback()
+        if refusal is None:
+            return StepOutcome.transient("the call's deadline passed before it could commit")
+        # The refusal, recorded under the key (lock taken again).
+        recorded = _begin_call(db, call, max(1, self._time_left_ms(call)))
+        if recorded is not None:
+            connection.rollback()
+            return recorded
+        db.execute(_RECORD, _record(call, refusal))
+        connection.commit()
+        return refusal
 
     def _time_left_ms(self, call: StepCall) -> int:
         if call.deadline_at is None:
@@ -155,14 +179,13 @@ class BuiltinParticipant:
         return min(call.deadline_at - int(self._clock() * 1000), MAX_TIME_LIMIT_MS)
 
 
-def _begin_call(db: sa.Connection, call: StepCall, time_left_ms: int) -> StepOutcome | None:
+def _begin_call(db: Registry, call: StepCall, time_left_ms: int) -> StepOutcome | None:
     """Limit the transaction's statements to the caller's deadline (a statement or a lock
     wait that would outlive it is cancelled: the call is a transient failure), take the key's
     lock, then read its records: the outcome of this action if it was recorded, or the refusal
     of a late execution of a step the saga has already undone."""
     db.execute(_LIMIT_AND_LOCK, {"timeout": str(int(time_left_ms)),
-                                      "space": LockSpace.STEP_CALL,
-                                      "key": call.idempotency_key})
+                                 "space": LockSpace.STEP_CALL, "key": call.idempotency_key})
     records = {row.action: row for row in db.execute(_RECORDS, {"key": call.idempotency_key})}
     mine = records.get(call.action.value)
     if mine is not None:
@@ -178,15 +201,16 @@ def _begin_call(db: sa.Connection, call: StepCall, time_left_ms: int) -> StepOut
 # statement_timeout applies from the next statement on (it is armed when a statement starts).
 # The records are read in a statement of their own: its snapshot is taken after the lock, so
 # a duplicate that committed while this call waited is seen.
-_LIMIT_AND_LOCK = sa.text("SELECT set_config('statement_timeout', :timeout, true), "
-                          "set_config('lock_timeout', :timeout, true), "
-                          "pg_advisory_xact_lock(:space, hashtext(:key))")
-_RECORDS = sa.select(StepExecution.action, StepExecution.outcome, StepExecution.output,
-                     StepExecution.reason).where(StepExecution.idempotency_key
-                                                 == sa.bindparam("key"))
+_LIMIT_AND_LOCK = compiled(sa.text(
+    "SELECT set_config('statement_timeout', :timeout, true) AS statement_timeout, "
+    "set_config('lock_timeout', :timeout, true) AS lock_timeout, "
+    "pg_advisory_xact_lock(:space, hashtext(:key)) AS locked"))
+_RECORDS = compiled(sa.select(StepExecution.action, StepExecution.outcome, StepExecution.output,
+                              StepExecution.reason)
+                    .where(StepExecution.idempotency_key == sa.bindparam("key")))
 
 
-def _attempt(db: sa.Connection, call: StepCall, function: StepFunction,
+def _attempt(db: Registry, call: StepCall, function: StepFunction,
              reference: ReferenceData) -> tuple[dict[str, str], StepOutcome | None]:
     """Run the step: its output and no refusal when it succeeded, else the refusal to record
     (its work must be rolled back)."""
@@ -194,29 +218,30 @@ def _attempt(db: sa.Connection, call: StepCall, function: StepFunction,
         output = function(StepContext(db, call, reference))
     except StepRejected as rejected:
         return {}, StepOutcome.permanent(rejected.reason)
-    except sa.exc.IntegrityError as exc:
+    except psycopg.IntegrityError as exc:
         return {}, StepOutcome.permanent(_describe_violation(exc))
-    except sa.exc.DataError as exc:
+    except psycopg.DataError as exc:
         return {}, StepOutcome.permanent(f"invalid value: {_first_line(exc)}")
     return {k: str(v) for k, v in output.items()}, None
 
 
-_RECORD = sa.insert(StepExecution)
+_RECORD = insert(StepExecution, "id", "idempotency_key", "action", "request_id", "run",
+                 "workflow_type", "step", "outcome", "output", "reason")
 
 
 def _record(call: StepCall, outcome: StepOutcome) -> dict[str, object]:
     """The values of `_RECORD` for this call's outcome."""
     return {
-        "idempotency_key": call.idempotency_key, "action": call.action.value,
-        "request_id": call.request_id,
+        "id": uuid.uuid4(), "idempotency_key": call.idempotency_key,
+        "action": call.action.value, "request_id": call.request_id,
         "run": call.run, "workflow_type": call.workflow_type, "step": call.step,
-        "outcome": outcome.outcome.value, "output": dict(outcome.output),
+        "outcome": outcome.outcome.value, "output": Jsonb(dict(outcome.output)),
         "reason": outcome.reason,
     }
 
 
-def _describe_violation(exc: sa.exc.IntegrityError) -> str:
-    diag = getattr(exc.orig, "diag", None)
+def _describe_violation(exc: psycopg.IntegrityError) -> str:
+    diag = getattr(exc, "diag", None)
     constraint = getattr(diag, "constraint_name", None)
     if constraint in CONFLICTS:
         return CONFLICTS[constraint]

@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from psycopg.types.json import Jsonb
 
 from consumer.participants.base import Action
 from consumer.participants.builtin.context import (
@@ -40,6 +41,7 @@ from consumer.participants.builtin.models import (
     Subscription,
 )
 from consumer.participants.builtin.reference import QuotaInfo
+from consumer.participants.builtin.sql import compiled, insert
 
 MONITORED_METRICS = {
     "DATABASE": ["connections", "storage_used_gb", "query_latency_ms"],
@@ -82,10 +84,10 @@ def allocate_resource(ctx: StepContext) -> StepOutput:
         db_schema, db_role = database_names(request.tenant_id, resource_id, name)
         _create_database(ctx, db_schema, db_role)
         output |= {"databaseSchema": db_schema, "databaseRole": db_role}
-    ctx.db.execute(sa.insert(Resource), {
+    ctx.db.execute(_CREATE_RESOURCE, {
         "id": resource_id, "tenant_id": request.tenant_id,
         "subscription_id": request.subscription.id, "resource_type": request.resource_type,
-        "name": name, "spec": spec, "size_units": request.units, "db_schema": db_schema,
+        "name": name, "spec": Jsonb(spec), "size_units": request.units, "db_schema": db_schema,
         "db_role": db_role, "created_by_key": ctx.key,
     })
     return output
@@ -105,7 +107,7 @@ def update_billing(ctx: StepContext) -> StepOutput:
     if account_id is None:
         raise StepRejected(f"tenant {resource.tenant_id} has no active billing account")
     usage_id = uuid.uuid4()
-    ctx.db.execute(sa.insert(BillingUsage), {
+    ctx.db.execute(_CREATE_BILLING_USAGE, {
         "id": usage_id, "tenant_id": resource.tenant_id, "billing_account_id": account_id,
         "resource_id": resource.id, "metric": f"{resource.resource_type}.{_unit(ctx, resource)}",
         "quantity": resource.size_units, "created_by_key": ctx.key,
@@ -121,13 +123,13 @@ def revert_billing(ctx: StepContext) -> StepOutput:
 def configure_monitoring(ctx: StepContext) -> StepOutput:
     resource = _resource(ctx)
     config_id = uuid.uuid4()
-    ctx.db.execute(sa.insert(MonitoringConfig), {
+    ctx.db.execute(_CREATE_MONITORING_CONFIG, {
         "id": config_id, "resource_id": resource.id, "tenant_id": resource.tenant_id,
-        "metrics": {"collect": MONITORED_METRICS[resource.resource_type]},
-        "alert_rules": {
+        "metrics": Jsonb({"collect": MONITORED_METRICS[resource.resource_type]}),
+        "alert_rules": Jsonb({
             "capacity": resource.size_units, "unit": _unit(ctx, resource),
             "usagePercent": ALERT_AT_PERCENT,
-        },
+        }),
         "created_by_key": ctx.key,
     })
     return {"monitoringConfigId": str(config_id)}
@@ -138,21 +140,33 @@ def remove_monitoring(ctx: StepContext) -> StepOutput:
     return {}
 
 
-_RESOURCE = sa.select(Resource.id, Resource.tenant_id, Resource.subscription_id,
-                      Resource.resource_type, Resource.size_units).where(
-    Resource.id == sa.bindparam("id"))
+_RESOURCE = compiled(sa.select(Resource.id, Resource.tenant_id, Resource.subscription_id,
+                               Resource.resource_type, Resource.size_units)
+                     .where(Resource.id == sa.bindparam("id")))
+_CREATE_RESOURCE = insert(Resource, "id", "tenant_id", "subscription_id", "resource_type", "name",
+                          "spec", "size_units", "db_schema", "db_role", "created_by_key")
 # Deleted before its schema and role are dropped: the row lock keeps a concurrent release of
 # the same key waiting, and the drop rolls back with the row if anything fails.
-_DELETE_RESOURCE = (sa.delete(Resource).where(Resource.created_by_key == sa.bindparam("key"))
-                    .returning(Resource.db_schema, Resource.db_role))
-_ACTIVE_BILLING_ACCOUNT = sa.select(BillingAccount.id).where(
-    BillingAccount.tenant_id == sa.bindparam("tenant_id"), BillingAccount.status == "active")
-_UNITS_IN_USE = sa.select(sa.func.coalesce(sa.func.sum(Resource.size_units), 0)).where(
-    Resource.subscription_id == sa.bindparam("subscription_id"),
-    Resource.resource_type == sa.bindparam("type"),
-    Resource.status == "active",
-)
-_SUBSCRIPTION_TIER = sa.select(Subscription.sla_tier).where(Subscription.id == sa.bindparam("id"))
+_DELETE_RESOURCE = compiled(sa.delete(Resource)
+                            .where(Resource.created_by_key == sa.bindparam("key"))
+                            .returning(Resource.db_schema, Resource.db_role))
+_ACTIVE_BILLING_ACCOUNT = compiled(sa.select(BillingAccount.id)
+                                   .where(BillingAccount.tenant_id == sa.bindparam("tenant_id"),
+                                          BillingAccount.status == "active"))
+_CREATE_BILLING_USAGE = insert(BillingUsage, "id", "tenant_id", "billing_account_id",
+                               "resource_id", "metric", "quantity", "created_by_key")
+_CREATE_MONITORING_CONFIG = insert(MonitoringConfig, "id", "resource_id", "tenant_id", "metrics",
+                                   "alert_rules", "created_by_key")
+_UNITS_IN_USE = compiled(sa.select(sa.func.coalesce(sa.func.sum(Resource.size_units), 0))
+                         .where(Resource.subscription_id == sa.bindparam("subscription_id"),
+                                Resource.resource_type == sa.bindparam("type"),
+                                Resource.status == "active"))
+_SUBSCRIPTION_TIER = compiled(sa.select(Subscription.sla_tier)
+                              .where(Subscription.id == sa.bindparam("id")))
+_CREATE_TENANT_DATABASE = compiled(
+    sa.text("SELECT provisioning_create_tenant_database(:schema, :role)"))
+_DROP_TENANT_DATABASE = compiled(
+    sa.text("SELECT provisioning_drop_tenant_database(:schema, :role)"))
 
 
 # --- checks ---------------------------------------------------------------------------------------
@@ -230,15 +244,13 @@ def database_names(tenant_id: uuid.UUID, resource_id: uuid.UUID, name: str) -> t
 
 
 def _create_database(ctx: StepContext, schema: str, role: str) -> None:
-    ctx.db.execute(sa.text("SELECT provisioning_create_tenant_database(:schema, :role)"),
-                        {"schema": schema, "role": role})
+    ctx.db.execute(_CREATE_TENANT_DATABASE, {"schema": schema, "role": role})
 
 
 def _drop_database(ctx: StepContext, schema: str | None, role: str | None) -> None:
     if schema is None and role is None:  # STORAGE and COMPUTE: nothing in the cluster
         return
-    ctx.db.execute(sa.text("SELECT provisioning_drop_tenant_database(:schema, :role)"),
-                        {"schema": schema, "role": role})
+    ctx.db.execute(_DROP_TENANT_DATABASE, {"schema": schema, "role": role})
 
 
 STEPS: dict[tuple[str, Action], StepFunction] = {

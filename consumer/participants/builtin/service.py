@@ -25,6 +25,7 @@ from consumer.participants.builtin.lookups import (
 )
 from consumer.participants.builtin.models import RateLimit, ServiceInstance, Subscription
 from consumer.participants.builtin.reference import TierInfo
+from consumer.participants.builtin.sql import compiled, insert
 
 
 def validate_tenant(ctx: StepContext) -> StepOutput:
@@ -42,7 +43,7 @@ def create_subscription(ctx: StepContext) -> StepOutput:
     # subscribing the same service loses on the unique index and fails permanently.
     tenant, service, tier = _available(ctx)
     subscription_id = uuid.uuid4()
-    ctx.db.execute(sa.insert(Subscription), {
+    ctx.db.execute(_CREATE_SUBSCRIPTION, {
         "id": subscription_id, "tenant_id": tenant.id, "service_name": service,
         "sla_tier": tier.code, "created_by_key": ctx.key,
     })
@@ -60,7 +61,7 @@ def init_resources(ctx: StepContext) -> StepOutput:
     slug = re.sub(r"[^a-z0-9]+", "-", subscription.service_name.lower()).strip("-")
     instance_id = uuid.uuid4()
     namespace = f"{slug}-{subscription.id.hex[:16]}"
-    ctx.db.execute(sa.insert(ServiceInstance), {
+    ctx.db.execute(_CREATE_SERVICE_INSTANCE, {
         "id": instance_id, "subscription_id": subscription.id, "namespace": namespace,
         "created_by_key": ctx.key,
     })
@@ -77,7 +78,7 @@ def set_rate_limits(ctx: StepContext) -> StepOutput:
     tier = ctx.reference.tier(ctx.db, subscription.sla_tier)
     if tier is None:
         raise StepRejected(f"SLA tier {subscription.sla_tier} is no longer defined")
-    ctx.db.execute(sa.insert(RateLimit), {
+    ctx.db.execute(_CREATE_RATE_LIMIT, {
         "id": uuid.uuid4(), "subscription_id": subscription.id,
         "requests_per_second": tier.requests_per_second, "burst": tier.burst,
         "created_by_key": ctx.key,
@@ -90,8 +91,15 @@ def remove_rate_limits(ctx: StepContext) -> StepOutput:
     return {}
 
 
-_SUBSCRIPTION = sa.select(Subscription.id, Subscription.status, Subscription.service_name,
-                          Subscription.sla_tier).where(Subscription.id == sa.bindparam("id"))
+_SUBSCRIPTION = compiled(sa.select(Subscription.id, Subscription.status,
+                                   Subscription.service_name, Subscription.sla_tier)
+                         .where(Subscription.id == sa.bindparam("id")))
+_CREATE_SUBSCRIPTION = insert(Subscription, "id", "tenant_id", "service_name", "sla_tier",
+                              "created_by_key")
+_CREATE_SERVICE_INSTANCE = insert(ServiceInstance, "id", "subscription_id", "namespace",
+                                  "created_by_key")
+_CREATE_RATE_LIMIT = insert(RateLimit, "id", "subscription_id", "requests_per_second", "burst",
+                            "created_by_key")
 
 
 def _available(ctx: StepContext) -> tuple[Row, str, TierInfo]:

@@ -4,7 +4,6 @@ services and an administrator (the requester)."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -15,7 +14,13 @@ from consumer.participants.builtin.context import (
     StepOutput,
     StepRejected,
 )
-from consumer.participants.builtin.lookups import active_tenant, delete_created, ensure_user
+from consumer.participants.builtin.lookups import (
+    Row,
+    active_tenant,
+    delete_created,
+    delete_unused_user,
+    ensure_user,
+)
 from consumer.participants.builtin.models import (
     BillingAccount,
     Entity,
@@ -23,9 +28,9 @@ from consumer.participants.builtin.models import (
     RateLimit,
     Subscription,
     Tenant,
-    User,
 )
 from consumer.participants.builtin.reference import PlanInfo
+from consumer.participants.builtin.sql import Sql, compiled, insert
 
 ADMIN_ROLE = "tenant-admin"
 
@@ -40,7 +45,7 @@ def create_tenant(ctx: StepContext) -> StepOutput:
     # Row lock: two sagas promoting the same entity take turns; the second finds it a tenant.
     entity = _eligible_entity(ctx, _ENTITY_FOR_UPDATE)
     tenant_id = uuid.uuid4()
-    ctx.db.execute(sa.insert(Tenant), {
+    ctx.db.execute(_CREATE_TENANT, {
         "id": tenant_id, "entity_id": entity.id, "name": ctx.optional("tenantName") or entity.name,
         "plan_code": _plan(ctx).code, "created_by_key": ctx.key,
     })
@@ -59,7 +64,7 @@ def delete_tenant(ctx: StepContext) -> StepOutput:
 def setup_billing(ctx: StepContext) -> StepOutput:
     tenant = active_tenant(ctx)
     account_id = uuid.uuid4()
-    ctx.db.execute(sa.insert(BillingAccount), {
+    ctx.db.execute(_CREATE_BILLING_ACCOUNT, {
         "id": account_id, "tenant_id": tenant.id,
         "account_name": ctx.param("billingInfo.accountName"),
         "billing_email": ctx.param("billingInfo.billingEmail"),
@@ -86,8 +91,8 @@ def activate_services(ctx: StepContext) -> StepOutput:
         subscriptions = [{"id": uuid.uuid4(), "tenant_id": tenant.id, "service_name": service,
                           "sla_tier": tier.code, "created_by_key": ctx.key}
                          for service in services]
-        ctx.db.execute(sa.insert(Subscription), subscriptions)
-        ctx.db.execute(sa.insert(RateLimit), [
+        ctx.db.execute_many(_CREATE_SUBSCRIPTION, subscriptions)
+        ctx.db.execute_many(_CREATE_RATE_LIMIT, [
             {"id": uuid.uuid4(), "subscription_id": subscription["id"],
              "requests_per_second": tier.requests_per_second, "burst": tier.burst,
              "created_by_key": ctx.key}
@@ -104,7 +109,7 @@ def create_admin_role(ctx: StepContext) -> StepOutput:
     """Make the requester (created as a user if new) the tenant's administrator."""
     tenant = active_tenant(ctx)
     admin = ensure_user(ctx, ctx.param("requestedBy"))
-    ctx.db.execute(sa.insert(Membership), {"id": uuid.uuid4(), "tenant_id": tenant.id,
+    ctx.db.execute(_CREATE_MEMBERSHIP, {"id": uuid.uuid4(), "tenant_id": tenant.id,
                                            "user_id": admin.id, "role_name": ADMIN_ROLE,
                                            "created_by_key": ctx.key})
     return {"adminUserId": str(admin.id)}
@@ -113,28 +118,33 @@ def create_admin_role(ctx: StepContext) -> StepOutput:
 def delete_admin_role(ctx: StepContext) -> StepOutput:
     delete_created(ctx, Membership)
     # The requester's user goes only if this call created it and nothing else uses it since.
-    ctx.db.execute(
-        sa.delete(User).where(
-            User.created_by_key == ctx.key,
-            ~sa.exists().where(Membership.user_id == User.id),
-        )
-    )
+    delete_unused_user(ctx)
     return {}
 
 
-_ENTITY = sa.select(Entity.id, Entity.name, Entity.status).where(
+_SELECT_ENTITY = sa.select(Entity.id, Entity.name, Entity.status).where(
     Entity.external_id == sa.bindparam("external_id"))
-_ENTITY_FOR_UPDATE = _ENTITY.with_for_update()
-_PROMOTE_ENTITY = (sa.update(Entity).where(Entity.id == sa.bindparam("entity"))
-                   .values(status="tenant", updated_at=sa.func.now()))
-_RESTORE_ENTITY = (sa.update(Entity).where(Entity.id == sa.bindparam("entity"),
-                                           Entity.status == "tenant")
-                   .values(status="eligible", updated_at=sa.func.now()))
-_DELETE_TENANT = (sa.delete(Tenant).where(Tenant.created_by_key == sa.bindparam("key"))
-                  .returning(Tenant.entity_id))
+_ENTITY = compiled(_SELECT_ENTITY)
+_ENTITY_FOR_UPDATE = compiled(_SELECT_ENTITY.with_for_update())
+_PROMOTE_ENTITY = compiled(sa.update(Entity).where(Entity.id == sa.bindparam("entity"))
+                           .values(status="tenant", updated_at=sa.func.now()))
+_RESTORE_ENTITY = compiled(sa.update(Entity)
+                           .where(Entity.id == sa.bindparam("entity"), Entity.status == "tenant")
+                           .values(status="eligible", updated_at=sa.func.now()))
+_CREATE_TENANT = insert(Tenant, "id", "entity_id", "name", "plan_code", "created_by_key")
+_DELETE_TENANT = compiled(sa.delete(Tenant).where(Tenant.created_by_key == sa.bindparam("key"))
+                          .returning(Tenant.entity_id))
+_CREATE_BILLING_ACCOUNT = insert(BillingAccount, "id", "tenant_id", "account_name",
+                                 "billing_email", "currency", "payment_method", "created_by_key")
+_CREATE_SUBSCRIPTION = insert(Subscription, "id", "tenant_id", "service_name", "sla_tier",
+                              "created_by_key")
+_CREATE_RATE_LIMIT = insert(RateLimit, "id", "subscription_id", "requests_per_second", "burst",
+                            "created_by_key")
+_CREATE_MEMBERSHIP = insert(Membership, "id", "tenant_id", "user_id", "role_name",
+                            "created_by_key")
 
 
-def _eligible_entity(ctx: StepContext, query: sa.Select[Any]) -> sa.Row[Any]:
+def _eligible_entity(ctx: StepContext, query: Sql) -> Row:
     entity_id = ctx.param("entityId")
     entity = ctx.db.execute(query, {"external_id": entity_id}).one_or_none()
     if entity is None:

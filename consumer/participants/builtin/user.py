@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import sqlalchemy as sa
+from psycopg.types.json import Jsonb
 from sqlalchemy.dialects.postgresql import insert
 
 from consumer.participants.base import Action
@@ -19,6 +20,7 @@ from consumer.participants.builtin.lookups import (
     Row,
     active_tenant,
     delete_created,
+    delete_unused_user,
     find_user,
     known_role,
     permissions_in,
@@ -30,6 +32,8 @@ from consumer.participants.builtin.models import (
     User,
     UserPreferences,
 )
+from consumer.participants.builtin.sql import compiled
+from consumer.participants.builtin.sql import insert as insert_row
 
 MANAGE_USERS = "user:manage"
 DEFAULT_PREFERENCES = {"locale": "en", "timezone": "UTC"}
@@ -60,12 +64,7 @@ def resolve_user(ctx: StepContext) -> StepOutput:
 
 def release_user(ctx: StepContext) -> StepOutput:
     # Only a user this call created, and only while no tenant has taken it up since.
-    ctx.db.execute(
-        sa.delete(User).where(
-            User.created_by_key == ctx.key,
-            ~sa.exists().where(Membership.user_id == User.id),
-        )
-    )
+    delete_unused_user(ctx)
     return {}
 
 
@@ -78,7 +77,7 @@ def add_to_tenant(ctx: StepContext) -> StepOutput:
         raise StepRejected(f"user {user.id} is already a member of tenant {tenant.id} "
                            f"(role {existing_role})")
     membership_id = uuid.uuid4()
-    ctx.db.execute(sa.insert(Membership), {"id": membership_id, "tenant_id": tenant.id,
+    ctx.db.execute(_CREATE_MEMBERSHIP, {"id": membership_id, "tenant_id": tenant.id,
                                            "user_id": user.id, "role_name": role,
                                            "created_by_key": ctx.key})
     return {"membershipId": str(membership_id)}
@@ -94,7 +93,7 @@ def send_invitation(ctx: StepContext) -> StepOutput:
     tenant = active_tenant(ctx)
     user = _user(ctx)
     invitation_id = uuid.uuid4()
-    ctx.db.execute(sa.insert(Invitation), {
+    ctx.db.execute(_CREATE_INVITATION, {
         "id": invitation_id, "tenant_id": tenant.id, "user_id": user.id,
         "email": user.email or ctx.param("email").lower(), "role_name": known_role(ctx),
         "created_by_key": ctx.key,
@@ -104,11 +103,7 @@ def send_invitation(ctx: StepContext) -> StepOutput:
 
 def revoke_invitation(ctx: StepContext) -> StepOutput:
     # Cancelled, not deleted: a mailer may hold the row, and a sent link must stop working.
-    ctx.db.execute(
-        sa.update(Invitation)
-        .where(Invitation.created_by_key == ctx.key, Invitation.status != "cancelled")
-        .values(status="cancelled", updated_at=sa.func.now())
-    )
+    ctx.db.execute(_CANCEL_INVITATION, {"key": ctx.key})
     return {}
 
 
@@ -118,7 +113,7 @@ def init_preferences(ctx: StepContext) -> StepOutput:
     # Kept when the user had them already (e.g. a former member of this tenant).
     ids = {"user_id": user.id, "tenant_id": tenant.id}
     created = ctx.db.scalar(_CREATE_PREFERENCES, {
-        **ids, "id": uuid.uuid4(), **DEFAULT_PREFERENCES, "settings": DEFAULT_SETTINGS,
+        **ids, "id": uuid.uuid4(), **DEFAULT_PREFERENCES, "settings": Jsonb(DEFAULT_SETTINGS),
         "created_by_key": ctx.key,
     })
     preferences_id = created or ctx.db.execute(_PREFERENCES, ids).scalar_one()
@@ -131,20 +126,31 @@ def delete_preferences(ctx: StepContext) -> StepOutput:
 
 
 # ON CONFLICT: when two sagas add the same new person at once, one creates, both find it.
-_CREATE_INVITED_USER = (insert(User)
-                        .on_conflict_do_nothing(index_elements=[User.email])
-                        .returning(User.id))
-_USER_BY_EMAIL = sa.select(User.id).where(User.email == sa.bindparam("email"))
-_MEMBERSHIP_ROLE = sa.select(Membership.role_name).where(
-    Membership.tenant_id == sa.bindparam("tenant_id"),
-    Membership.user_id == sa.bindparam("user_id"))
-_CREATE_PREFERENCES = (insert(UserPreferences)
-                       .on_conflict_do_nothing(
-                           index_elements=[UserPreferences.user_id, UserPreferences.tenant_id])
-                       .returning(UserPreferences.id))
-_PREFERENCES = sa.select(UserPreferences.id).where(
-    UserPreferences.user_id == sa.bindparam("user_id"),
-    UserPreferences.tenant_id == sa.bindparam("tenant_id"))
+_CREATE_INVITED_USER = compiled(insert(User)
+                                .on_conflict_do_nothing(index_elements=[User.email])
+                                .returning(User.id),
+                                ["id", "email", "created_by_key"])
+_USER_BY_EMAIL = compiled(sa.select(User.id).where(User.email == sa.bindparam("email")))
+_MEMBERSHIP_ROLE = compiled(sa.select(Membership.role_name)
+                            .where(Membership.tenant_id == sa.bindparam("tenant_id"),
+                                   Membership.user_id == sa.bindparam("user_id")))
+_CREATE_MEMBERSHIP = insert_row(Membership, "id", "tenant_id", "user_id", "role_name",
+                                "created_by_key")
+_CREATE_INVITATION = insert_row(Invitation, "id", "tenant_id", "user_id", "email", "role_name",
+                                "created_by_key")
+_CANCEL_INVITATION = compiled(sa.update(Invitation)
+                              .where(Invitation.created_by_key == sa.bindparam("key"),
+                                     Invitation.status != "cancelled")
+                              .values(status="cancelled", updated_at=sa.func.now()))
+_CREATE_PREFERENCES = compiled(insert(UserPreferences)
+                               .on_conflict_do_nothing(index_elements=[UserPreferences.user_id,
+                                                                       UserPreferences.tenant_id])
+                               .returning(UserPreferences.id),
+                               ["id", "user_id", "tenant_id", "locale", "timezone", "settings",
+                                "created_by_key"])
+_PREFERENCES = compiled(sa.select(UserPreferences.id)
+                        .where(UserPreferences.user_id == sa.bindparam("user_id"),
+                               UserPreferences.tenant_id == sa.bindparam("tenant_id")))
 
 
 def _user(ctx: StepContext) -> Row:
