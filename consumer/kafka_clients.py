@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from provisioning.errors import TransientError
 from provisioning.kafka_access import client_config
 from provisioning.settings import Settings
 
@@ -104,9 +105,10 @@ def end_offsets_consumer(settings: Settings) -> Consumer:
 def while_broker_unavailable(operation: Callable[[], T], wait_s: float = 60.0,
                              first_wait_s: float = 0.5, max_wait_s: float = 5.0) -> T:
     """`operation()` (a call to the broker outside the poll loop), repeated with growing waits
-    while it raises `KafkaException`: the broker restarting, or a partition of a topic created
-    a moment ago without its leader yet. After `wait_s` the last error is raised."""
-    for attempt in Retrying(retry=retry_if_exception_type(KafkaException),
+    while it raises `KafkaException` or `TransientError`: the broker restarting, or a partition
+    of a topic created a moment ago without its leader yet. After `wait_s` the last error is
+    raised."""
+    for attempt in Retrying(retry=retry_if_exception_type((KafkaException, TransientError)),
                             wait=wait_exponential(multiplier=first_wait_s, max=max_wait_s),
                             stop=stop_after_delay(wait_s), reraise=True):
         with attempt:

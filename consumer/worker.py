@@ -956,7 +956,8 @@ class Worker:
             raise ConfigurationError(
                 f"topics missing: {', '.join(missing)}; run `provisioning topics create`"
             )
-        verify_copartitioning(self._admin, specs)
+        # With the same patience: a worker (re)started while the broker restarts waits for it.
+        while_broker_unavailable(lambda: verify_copartitioning(self._admin, specs))
 
     def _metadata(self, topic: str) -> Any:
         try:
