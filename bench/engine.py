@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from confluent_kafka import Consumer, ConsumerGroupState, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupState,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -267,19 +274,34 @@ def warm_up(settings: Settings, reader: SuccessReader, engine: sa.Engine | None,
         reader.poll(0.1)
 
 
+_COORDINATOR_NOT_READY = frozenset({
+    KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TRANSPORT, KafkaError._TIMED_OUT})
+
+
 def wait_for_members(settings: Settings, pool: Workers, timeout_s: float) -> None:
     admin = AdminClient(settings.kafka_config(), logger=QUIET)
     expected = pool.count * pool.processes_per_worker
     deadline = time.time() + timeout_s
+    seen = "nothing yet"
     while True:
-        group = admin.describe_consumer_groups([pool.group])[pool.group].result(10)
-        members = [m for m in group.members if m.assignment.topic_partitions]
-        if group.state is ConsumerGroupState.STABLE and len(members) == expected:
-            return
+        try:
+            group = admin.describe_consumer_groups([pool.group])[pool.group].result(10)
+        except KafkaException as exc:
+            # A broker started a moment ago has no coordinator for the group yet
+            # (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS): ask again.
+            error = exc.args[0]
+            if not (error.retriable() or error.code() in _COORDINATOR_NOT_READY):
+                raise
+            seen = error.str() or error.name()
+        else:
+            members = [m for m in group.members if m.assignment.topic_partitions]
+            if group.state is ConsumerGroupState.STABLE and len(members) == expected:
+                return
+            seen = f"{len(members)} with partitions, state {group.state.name}"
         if time.time() > deadline:
             raise RuntimeError(f"{expected} workers did not settle into the group within "
-                               f"{timeout_s:.0f} s ({len(members)} with partitions, state "
-                               f"{group.state.name}; {pool.describe()})")
+                               f"{timeout_s:.0f} s ({seen}; {pool.describe()})")
         time.sleep(0.2)
 
 
