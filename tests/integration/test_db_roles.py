@@ -286,6 +286,15 @@ def test_the_reader_cannot_call_the_tenant_database_functions(login_as) -> None:
     assert denied(reader, DROP_TENANT_DATABASE, schema=schema, role=role)
 
 
+def test_only_the_writer_may_start_a_step_call(login_as) -> None:
+    start = "SELECT * FROM provisioning_start_step_call(:key, '1000')"
+    writer, reader = login_as("provisioning_writer"), login_as("provisioning_reader")
+
+    with writer.begin() as conn:
+        assert conn.execute(sa.text(start), {"key": "no-such-key"}).all() == []
+    assert denied(reader, start, key="no-such-key")
+
+
 def test_the_functions_owner_cannot_log_in_and_only_the_migrations_role_holds_it(
     migrated: sa.Engine,
 ) -> None:

@@ -32,7 +32,7 @@ class StepRejected(Exception):
 class LockSpace:
     """First halves of two-part advisory locks, so different kinds of lock never collide."""
 
-    STEP_CALL = 1  # one idempotency key at a time
+    STEP_CALL = 1  # one idempotency key at a time (written out in migration 0006)
     QUOTA = 2  # one allocation per subscription and resource type at a time
 
 

@@ -38,7 +38,6 @@ from psycopg.types.json import Jsonb
 from consumer.participants.base import Action, Outcome, StepCall, StepOutcome
 from consumer.participants.builtin import resource, service, tenant, user
 from consumer.participants.builtin.context import (
-    LockSpace,
     StepContext,
     StepFunction,
     StepRejected,
@@ -184,9 +183,8 @@ def _begin_call(db: Registry, call: StepCall, time_left_ms: int) -> StepOutcome 
     wait that would outlive it is cancelled: the call is a transient failure), take the key's
     lock, then read its records: the outcome of this action if it was recorded, or the refusal
     of a late execution of a step the saga has already undone."""
-    db.execute(_LIMIT_AND_LOCK, {"timeout": str(int(time_left_ms)),
-                                 "space": LockSpace.STEP_CALL, "key": call.idempotency_key})
-    records = {row.action: row for row in db.execute(_RECORDS, {"key": call.idempotency_key})}
+    records = {row.action: row for row in db.execute(
+        _START_STEP_CALL, {"key": call.idempotency_key, "timeout": str(int(time_left_ms))})}
     mine = records.get(call.action.value)
     if mine is not None:
         return StepOutcome(Outcome(mine.outcome), dict(mine.output), mine.reason)
@@ -196,18 +194,11 @@ def _begin_call(db: Registry, call: StepCall, time_left_ms: int) -> StepOutcome 
     return None
 
 
-# One round trip. The lock's own wait is bounded by lock_timeout, which PostgreSQL reads when
-# the wait begins (set just before, in the same target list, evaluated in order);
-# statement_timeout applies from the next statement on (it is armed when a statement starts).
-# The records are read in a statement of their own: its snapshot is taken after the lock, so
-# a duplicate that committed while this call waited is seen.
-_LIMIT_AND_LOCK = compiled(sa.text(
-    "SELECT set_config('statement_timeout', :timeout, true) AS statement_timeout, "
-    "set_config('lock_timeout', :timeout, true) AS lock_timeout, "
-    "pg_advisory_xact_lock(:space, hashtext(:key)) AS locked"))
-_RECORDS = compiled(sa.select(StepExecution.action, StepExecution.outcome, StepExecution.output,
-                              StepExecution.reason)
-                    .where(StepExecution.idempotency_key == sa.bindparam("key")))
+# One round trip (migration 0006): the limits, the lock on the key (space
+# `LockSpace.STEP_CALL`), then the key's records, read by a statement of the function whose
+# snapshot is taken after the lock, so a duplicate that committed while this call waited is seen.
+_START_STEP_CALL = compiled(sa.text("SELECT action, outcome, output, reason "
+                                    "FROM provisioning_start_step_call(:key, :timeout)"))
 
 
 def _attempt(db: Registry, call: StepCall, function: StepFunction,
