@@ -1,11 +1,11 @@
 """The built-in participant: each step call is one transaction on the registry.
 
 In that transaction the call
-1. limits its statements to the caller's deadline and waits for the advisory lock on its
-   idempotency key, in one statement (a concurrent duplicate waits here, then finds the first
-   one's record: two calls with one key never both act),
-2. reads the records of the key (both actions, in one statement) and returns the recorded
-   outcome when the key (for this action) was handled before,
+1. limits its statements to the caller's deadline, waits for the advisory lock on its
+   idempotency key and reads the key's records (both actions), all in one statement
+   (`provisioning_start_step_call`, migration 0006; a concurrent duplicate waits there, then
+   finds the first one's record: two calls with one key never both act),
+2. returns the recorded outcome when the key (for this action) was handled before,
 3. otherwise runs the step function and records the outcome in `step_executions`, so the work
    and its record commit together or not at all.
 
