@@ -32,6 +32,7 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from producers.commands import command_producer_config
+from provisioning.kafka_access import worth_retrying
 from provisioning.ops import free_port
 from provisioning.settings import Settings
 from provisioning.topics import TopicLayout, create_topics
@@ -276,7 +277,7 @@ def warm_up(settings: Settings, reader: SuccessReader, engine: sa.Engine | None,
 
 _COORDINATOR_NOT_READY = frozenset({
     KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TRANSPORT, KafkaError._TIMED_OUT})
+    KafkaError.COORDINATOR_NOT_AVAILABLE})
 
 
 def wait_for_members(settings: Settings, pool: Workers, timeout_s: float) -> None:
@@ -291,7 +292,7 @@ def wait_for_members(settings: Settings, pool: Workers, timeout_s: float) -> Non
             # A broker started a moment ago has no coordinator for the group yet
             # (NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS): ask again.
             error = exc.args[0]
-            if not (error.retriable() or error.code() in _COORDINATOR_NOT_READY):
+            if not (worth_retrying(error) or error.code() in _COORDINATOR_NOT_READY):
                 raise
             seen = error.str() or error.name()
         else:

@@ -750,7 +750,7 @@ class Worker:
             return
         self._snapshots.pop((partition, request_id), None)
         self.checkpoint.produce(self.topics.state, {"key": request_id.encode(), "value": None,
-                                              "partition": partition})
+                                                    "partition": partition})
         self.store.remove(partition, request_id)
         self.checkpoint.transitions += 1
 

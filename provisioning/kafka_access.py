@@ -26,6 +26,10 @@ _DENIED = {
     KafkaError.CLUSTER_AUTHORIZATION_FAILED: "cluster",
 }
 ACL_HINT = "see the README's Kafka ACL table, or `provisioning acls apply`"
+# librdkafka's own errors for a broker it cannot reach (restarting, say): not marked
+# retriable, but nothing about the request is wrong.
+_BROKER_AWAY = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+                          KafkaError._TIMED_OUT})
 
 
 class KafkaAccessDenied(ConfigurationError):
@@ -76,6 +80,11 @@ def denial(error: KafkaError | None, settings: Settings, operation: str, *,
     if name is None:
         resource = kind
     return KafkaAccessDenied(principal_of(settings), operation, resource, error.str())
+
+
+def worth_retrying(error: KafkaError) -> bool:
+    """The broker says "try again", or cannot be reached at the moment."""
+    return error.retriable() or error.code() in _BROKER_AWAY
 
 
 def raise_if_denied(error: KafkaError | None, settings: Settings, operation: str,

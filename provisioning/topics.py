@@ -23,7 +23,7 @@ from confluent_kafka.admin import (
 )
 
 from provisioning.errors import ConfigurationError, TransientError
-from provisioning.kafka_access import denial
+from provisioning.kafka_access import denial, worth_retrying
 from provisioning.settings import DEFAULT_MAX_COMMAND_BYTES, Settings
 
 DAY_MS = 24 * 60 * 60 * 1000
@@ -273,12 +273,6 @@ def _check_copartitioning(specs: list[TopicSpec], existing: dict[str, int]) -> N
         )
 
 
-# librdkafka's own errors for a broker it cannot reach (restarting, say): not marked
-# retriable, but nothing about the request is wrong.
-_BROKER_AWAY = frozenset({KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
-                          KafkaError._TIMED_OUT})
-
-
 def _wrap(exc: KafkaException, doing: str, settings: Settings | None = None,
           operation: str = "", topic: str | None = None) -> Exception:
     error = exc.args[0]
@@ -286,6 +280,6 @@ def _wrap(exc: KafkaException, doing: str, settings: Settings | None = None,
     if refused is not None:
         return refused
     message = f"{doing}: {error.str() if hasattr(error, 'str') else error}"
-    if hasattr(error, "retriable") and (error.retriable() or error.code() in _BROKER_AWAY):
+    if hasattr(error, "retriable") and worth_retrying(error):
         return TransientError(message)
     return ConfigurationError(message)
