@@ -16,6 +16,7 @@ from consumer.participants.builtin.context import StepContext, StepRejected, par
 from consumer.participants.builtin.models import (
     CreatedByStep,
     Membership,
+    RateLimit,
     RolePermission,
     Subscription,
     Tenant,
@@ -23,6 +24,7 @@ from consumer.participants.builtin.models import (
 )
 from consumer.participants.builtin.reference import TierInfo
 from consumer.participants.builtin.sql import Registry, compiled, delete_created_by
+from consumer.participants.builtin.sql import insert as insert_row
 
 Row = Any  # a named tuple of the statement's columns
 
@@ -45,6 +47,13 @@ _PERMISSIONS = compiled(sa.select(RolePermission.permission)
                         .join(Membership, Membership.role_name == RolePermission.role_name)
                         .where(Membership.tenant_id == sa.bindparam("tenant_id"),
                                Membership.user_id == sa.bindparam("user_id")))
+# Rows more than one workflow creates.
+CREATE_SUBSCRIPTION = insert_row(Subscription, "id", "tenant_id", "service_name", "sla_tier",
+                                 "created_by_key")
+CREATE_RATE_LIMIT = insert_row(RateLimit, "id", "subscription_id", "requests_per_second", "burst",
+                               "created_by_key")
+CREATE_MEMBERSHIP = insert_row(Membership, "id", "tenant_id", "user_id", "role_name",
+                               "created_by_key")
 _DELETE_UNUSED_USER = compiled(sa.delete(User)
                                .where(User.created_by_key == sa.bindparam("key"),
                                       ~sa.exists().where(Membership.user_id == User.id)))

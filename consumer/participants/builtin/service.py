@@ -16,6 +16,8 @@ from consumer.participants.builtin.context import (
     StepRejected,
 )
 from consumer.participants.builtin.lookups import (
+    CREATE_RATE_LIMIT,
+    CREATE_SUBSCRIPTION,
     Row,
     active_subscription,
     active_tenant,
@@ -43,7 +45,7 @@ def create_subscription(ctx: StepContext) -> StepOutput:
     # subscribing the same service loses on the unique index and fails permanently.
     tenant, service, tier = _available(ctx)
     subscription_id = uuid.uuid4()
-    ctx.db.execute(_CREATE_SUBSCRIPTION, {
+    ctx.db.execute(CREATE_SUBSCRIPTION, {
         "id": subscription_id, "tenant_id": tenant.id, "service_name": service,
         "sla_tier": tier.code, "created_by_key": ctx.key,
     })
@@ -78,7 +80,7 @@ def set_rate_limits(ctx: StepContext) -> StepOutput:
     tier = ctx.reference.tier(ctx.db, subscription.sla_tier)
     if tier is None:
         raise StepRejected(f"SLA tier {subscription.sla_tier} is no longer defined")
-    ctx.db.execute(_CREATE_RATE_LIMIT, {
+    ctx.db.execute(CREATE_RATE_LIMIT, {
         "id": uuid.uuid4(), "subscription_id": subscription.id,
         "requests_per_second": tier.requests_per_second, "burst": tier.burst,
         "created_by_key": ctx.key,
@@ -94,12 +96,8 @@ def remove_rate_limits(ctx: StepContext) -> StepOutput:
 _SUBSCRIPTION = compiled(sa.select(Subscription.id, Subscription.status,
                                    Subscription.service_name, Subscription.sla_tier)
                          .where(Subscription.id == sa.bindparam("id")))
-_CREATE_SUBSCRIPTION = insert(Subscription, "id", "tenant_id", "service_name", "sla_tier",
-                              "created_by_key")
 _CREATE_SERVICE_INSTANCE = insert(ServiceInstance, "id", "subscription_id", "namespace",
                                   "created_by_key")
-_CREATE_RATE_LIMIT = insert(RateLimit, "id", "subscription_id", "requests_per_second", "burst",
-                            "created_by_key")
 
 
 def _available(ctx: StepContext) -> tuple[Row, str, TierInfo]:

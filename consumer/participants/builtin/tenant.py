@@ -15,6 +15,9 @@ from consumer.participants.builtin.context import (
     StepRejected,
 )
 from consumer.participants.builtin.lookups import (
+    CREATE_MEMBERSHIP,
+    CREATE_RATE_LIMIT,
+    CREATE_SUBSCRIPTION,
     Row,
     active_tenant,
     delete_created,
@@ -25,7 +28,6 @@ from consumer.participants.builtin.models import (
     BillingAccount,
     Entity,
     Membership,
-    RateLimit,
     Subscription,
     Tenant,
 )
@@ -91,8 +93,8 @@ def activate_services(ctx: StepContext) -> StepOutput:
         subscriptions = [{"id": uuid.uuid4(), "tenant_id": tenant.id, "service_name": service,
                           "sla_tier": tier.code, "created_by_key": ctx.key}
                          for service in services]
-        ctx.db.execute_many(_CREATE_SUBSCRIPTION, subscriptions)
-        ctx.db.execute_many(_CREATE_RATE_LIMIT, [
+        ctx.db.execute_many(CREATE_SUBSCRIPTION, subscriptions)
+        ctx.db.execute_many(CREATE_RATE_LIMIT, [
             {"id": uuid.uuid4(), "subscription_id": subscription["id"],
              "requests_per_second": tier.requests_per_second, "burst": tier.burst,
              "created_by_key": ctx.key}
@@ -109,7 +111,7 @@ def create_admin_role(ctx: StepContext) -> StepOutput:
     """Make the requester (created as a user if new) the tenant's administrator."""
     tenant = active_tenant(ctx)
     admin = ensure_user(ctx, ctx.param("requestedBy"))
-    ctx.db.execute(_CREATE_MEMBERSHIP, {"id": uuid.uuid4(), "tenant_id": tenant.id,
+    ctx.db.execute(CREATE_MEMBERSHIP, {"id": uuid.uuid4(), "tenant_id": tenant.id,
                                            "user_id": admin.id, "role_name": ADMIN_ROLE,
                                            "created_by_key": ctx.key})
     return {"adminUserId": str(admin.id)}
@@ -136,12 +138,6 @@ _DELETE_TENANT = compiled(sa.delete(Tenant).where(Tenant.created_by_key == sa.bi
                           .returning(Tenant.entity_id))
 _CREATE_BILLING_ACCOUNT = insert(BillingAccount, "id", "tenant_id", "account_name",
                                  "billing_email", "currency", "payment_method", "created_by_key")
-_CREATE_SUBSCRIPTION = insert(Subscription, "id", "tenant_id", "service_name", "sla_tier",
-                              "created_by_key")
-_CREATE_RATE_LIMIT = insert(RateLimit, "id", "subscription_id", "requests_per_second", "burst",
-                            "created_by_key")
-_CREATE_MEMBERSHIP = insert(Membership, "id", "tenant_id", "user_id", "role_name",
-                            "created_by_key")
 
 
 def _eligible_entity(ctx: StepContext, query: Sql) -> Row:

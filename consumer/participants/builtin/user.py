@@ -17,6 +17,7 @@ from consumer.participants.builtin.context import (
     StepRejected,
 )
 from consumer.participants.builtin.lookups import (
+    CREATE_MEMBERSHIP,
     Row,
     active_tenant,
     delete_created,
@@ -77,7 +78,7 @@ def add_to_tenant(ctx: StepContext) -> StepOutput:
         raise StepRejected(f"user {user.id} is already a member of tenant {tenant.id} "
                            f"(role {existing_role})")
     membership_id = uuid.uuid4()
-    ctx.db.execute(_CREATE_MEMBERSHIP, {"id": membership_id, "tenant_id": tenant.id,
+    ctx.db.execute(CREATE_MEMBERSHIP, {"id": membership_id, "tenant_id": tenant.id,
                                            "user_id": user.id, "role_name": role,
                                            "created_by_key": ctx.key})
     return {"membershipId": str(membership_id)}
@@ -134,8 +135,6 @@ _USER_BY_EMAIL = compiled(sa.select(User.id).where(User.email == sa.bindparam("e
 _MEMBERSHIP_ROLE = compiled(sa.select(Membership.role_name)
                             .where(Membership.tenant_id == sa.bindparam("tenant_id"),
                                    Membership.user_id == sa.bindparam("user_id")))
-_CREATE_MEMBERSHIP = insert_row(Membership, "id", "tenant_id", "user_id", "role_name",
-                                "created_by_key")
 _CREATE_INVITATION = insert_row(Invitation, "id", "tenant_id", "user_id", "email", "role_name",
                                 "created_by_key")
 _CANCEL_INVITATION = compiled(sa.update(Invitation)
