@@ -295,6 +295,8 @@ def wait_for_members(settings: Settings, pool: Workers, timeout_s: float) -> Non
             if not (worth_retrying(error) or error.code() in _COORDINATOR_NOT_READY):
                 raise
             seen = error.str() or error.name()
+        except TimeoutError:  # no answer within 10 s: a coordinator still loading its log
+            seen = "no answer from the group coordinator"
         else:
             members = [m for m in group.members if m.assignment.topic_partitions]
             if group.state is ConsumerGroupState.STABLE and len(members) == expected:

@@ -12,10 +12,11 @@ import enum
 import functools
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any, TypeVar
 
+from consumer.avro_writers import attributes_of, compile_writer
 from schemas import codec
 
 T = TypeVar("T")
@@ -85,10 +86,40 @@ def _is_mapping(origin: Any) -> bool:
 
 
 def encode(obj: Any) -> bytes:
-    """Single-object encoding of a saga event, reply or state under its class's record name.
-    The saga's own types make well-formed data: encoded without the codec's up-front check,
-    which runs only to explain a failure (`codec.encode(checked=False)`)."""
+    """Single-object encoding of a saga event, reply or state under its class's record name,
+    by the writer compiled for its class (`consumer/avro_writers.py`). A value that writer
+    cannot write goes the generic way, which names the culprit (`codec.encode`, without the
+    up-front check: the saga's own types make well-formed data)."""
+    writer = _writer(type(obj))
+    if writer is not None:
+        try:
+            return writer(obj)
+        except Exception:  # noqa: BLE001, S110 - explained (or written) by the generic path
+            pass
     return codec.encode(type(obj).__name__, to_record(obj), checked=False)
+
+
+@cache
+def _writer(cls: type) -> Callable[[Any], bytes] | None:
+    """The compiled writer of a saga type whose every record field is one of its
+    attributes, written as it is (no enum, tuple or mapping conversion beyond what the
+    writer does itself); None for any other type or record."""
+    try:
+        schema = codec.schema(cls.__name__)
+    except codec.UnknownSchema:
+        return None
+    hints = _hints(cls)
+    fields = _per_field(cls, _plainer)
+    for name, _, plain in fields:
+        # A str enum is written as its text (StrEnum.encode); a tuple or a mapping as the
+        # writer iterates it; anything else (another enum, a nested value) goes generic.
+        if plain is _enum_value and not issubclass(_optional_of(hints[name]) or hints[name], str):
+            return None
+        if plain not in (None, list, dict, _enum_value):
+            return None
+    return compile_writer(schema.schema, attributes_of([(n, k) for n, k, _ in fields]),
+                          header=codec.MAGIC + schema.fingerprint_bytes,
+                          name=f"write_{cls.__name__}")
 
 
 def from_record(cls: type[T], record: Mapping[str, Any]) -> T:
