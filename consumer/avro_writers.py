@@ -40,13 +40,24 @@ _SMALL = tuple(_varint((n << 1) ^ (n >> 63)) for n in range(_SMALL_LIMIT)) + tup
     _varint((n << 1) ^ (n >> 63)) for n in range(-_SMALL_LIMIT, 0))
 
 
+# The large numbers written lately: timestamps, which repeat within a millisecond across a
+# transition's events and state (the clock is read once per input). Emptied when full.
+_RECENT: dict[int, bytes] = {}
+_RECENT_LIMIT = 4096
+
+
 def write_long(n: int) -> bytes:
     """`n` as Avro's zig-zag varint (int and long alike); OverflowError beyond 64 bits."""
     if -_SMALL_LIMIT <= n < _SMALL_LIMIT:
         return _SMALL[n]  # negative n indexes the table's second half
-    if not _LONG_MIN <= n <= _LONG_MAX:
-        raise OverflowError(f"{n} does not fit an Avro long")
-    return _varint((n << 1) ^ (n >> 63))
+    found = _RECENT.get(n)
+    if found is None:
+        if not _LONG_MIN <= n <= _LONG_MAX:
+            raise OverflowError(f"{n} does not fit an Avro long")
+        if len(_RECENT) >= _RECENT_LIMIT:
+            _RECENT.clear()
+        found = _RECENT[n] = _varint((n << 1) ^ (n >> 63))
+    return found
 
 
 _PRIMITIVES = ("string", "int", "long", "boolean")

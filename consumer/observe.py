@@ -165,6 +165,8 @@ def _run_duration_ms(e: Any, state: SagaState | None) -> int | None:
 
 
 def _log(message: str, e: Any, level: int = logging.INFO, **fields: Any) -> None:
+    if not log.isEnabledFor(level):  # the fields are not even gathered (two per step)
+        return
     log.log(level, message, extra={
         "request_id": e.request_id, "workflow_type": e.workflow_type,
         "tenant_id": e.tenant_id, "sequence": e.sequence,
