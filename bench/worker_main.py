@@ -16,7 +16,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from consumer.main import builtin_participant
+from consumer.main import builtin_participant, settle_collector
 from consumer.member_status import report_to_supervisor
 from consumer.participants.base import Participant, StepCall, StepOutcome
 from consumer.supervisor import MemberSpec, Supervisor
@@ -63,6 +63,7 @@ def main() -> None:
     # Its transactions and records written, read by the bench (a member: its supervisor's).
     ops = start_ops(settings.metrics_port, worker.readiness, worker.liveness) \
         if args.status_file is None else None
+    settle_collector()  # as the worker does
     worker.run()
     if ops is not None:
         ops.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,6 +32,7 @@ def run_worker(settings: Settings, options: WorkerOptions,
     ops = start_ops(settings.metrics_port, worker.readiness, worker.liveness)
     reporter = report_to_supervisor(status_file, worker.readiness, worker.liveness,
                                     on_orphaned=worker.stop)
+    settle_collector()
     try:
         worker.run()
     finally:
@@ -39,6 +41,22 @@ def run_worker(settings: Settings, options: WorkerOptions,
         if ops is not None:
             ops.stop()
     return 0
+
+
+# Python's cyclic collector in a worker: a collection of the young generation every 10,000
+# net allocations of containers instead of 700, and nothing that exists when the loop starts
+# (modules, schemas, clients: never garbage) walked by the full collections. Measured on the
+# no-op bench (8,000 sagas): the collector's time 1.6-1.7 s -> 0.57-0.61 s, 8-9 full
+# collections of ~100 ms each (pauses in every saga's latency) -> none.
+YOUNG_COLLECTION_EVERY = 10_000
+
+
+def settle_collector() -> None:
+    """Tune the collector for the poll loop, once the process has started everything."""
+    gc.collect()  # what start-up left behind is collected, not kept forever by the freeze
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_EVERY, middle, old)
 
 
 def builtin_participant(settings: Settings, options: WorkerOptions) -> BuiltinParticipant:

@@ -96,6 +96,17 @@ class StateStore:
         self._in_flight += _active(state) - _active(previous)
         states[state.request_id] = state
 
+    def park(self, partition: int, state: SagaState, value: bytes) -> None:
+        """Keep a finished saga as its snapshot's bytes (`value`), as a restore does, if
+        `state` is still its latest: one object instead of a dozen (its maps, tuples and
+        strings), which Python's cyclic collector would otherwise walk again in every full
+        collection for the whole idempotency window (measured on the no-op bench: 70 % of
+        the collector's time, in pauses of ~90 ms). Decoded again if something asks."""
+        states = self._partitions.get(partition)
+        if (states is not None and states.get(state.request_id) is state
+                and state.status in TERMINAL and state.finished_at is not None):
+            states[state.request_id] = Parked(value, state.finished_at)
+
     def remove(self, partition: int, request_id: str) -> None:
         previous = self._partitions[partition].pop(request_id, None)
         self._in_flight -= _active(previous)

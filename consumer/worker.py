@@ -704,6 +704,7 @@ class Worker:
                                                       "reason": clean_text(str(exc), 500)})
                 continue
             self.checkpoint.produce(*record)
+            self.store.park(partition, state, record[1]["value"])
 
     def _check_state_size(self, state: SagaState) -> None:
         """A state over the record limit fails its saga's input here, not the commit. Its
