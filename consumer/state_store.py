@@ -90,6 +90,10 @@ class StateStore:
             state = states[request_id] = decoded
         return state
 
+    def parked(self, partition: int, request_id: str) -> bool:
+        """Whether the saga is finished and kept encoded (nothing decoded to tell)."""
+        return isinstance(self._partitions[partition].get(request_id), Parked)
+
     def put(self, partition: int, state: SagaState) -> None:
         states = self._partitions[partition]
         previous = states.get(state.request_id)

@@ -450,6 +450,10 @@ class Worker:
                 continue
             if isinstance(payload, _Expire):
                 self._expire(partition, payload.request_id, now)
+            elif self.store.parked(partition, payload.request_id):
+                # A finished saga ignores every timer (`decide`): its attempt timeouts, set
+                # while it ran, are dropped without decoding it.
+                continue
             else:
                 self._apply_or_drop(partition, payload.request_id, payload)
 

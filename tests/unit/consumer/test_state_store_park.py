@@ -51,3 +51,10 @@ def test_nothing_is_parked_in_a_partition_no_longer_owned() -> None:
     store.drop(0)
     store.park(0, FINISHED, wire.encode(FINISHED))
     assert not store.owns(0)
+
+
+def test_a_parked_saga_is_told_apart_without_decoding_it() -> None:
+    store = StateStore(decode=lambda value: (_ for _ in ()).throw(AssertionError("decoded")))
+    store.adopt(0, {FINISHED.request_id: Parked(b"never decoded", 1)})
+    assert store.parked(0, FINISHED.request_id)
+    assert not store.parked(0, "unknown")
