@@ -260,7 +260,7 @@ def _state_fingerprints() -> frozenset[bytes]:
 
 def decode_state(value: bytes) -> SagaState:
     """A state record's value as the saga's state (CodecError when it is none)."""
-    return wire.from_record(SagaState, codec.decode_as(value, "SagaState").value)
+    return wire.decode_as(SagaState, value)
 
 
 def decode_or_skip(decode: Callable[[bytes], SagaState], key: str,

@@ -8,18 +8,17 @@ compiled writer (`wire.encode`) as through `to_record` and fastavro, or fail on 
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from saga_values import instances
 
 from consumer import avro_writers, wire
 from provisioning.errors import CodecError
-from sagas import SagaState, Status, events
+from sagas import SagaState, events
 from sagas.effects import ProvisioningCompleted, ProvisioningFailed, ProvisioningStarted
-from sagas.frozen import FrozenMap
 from schemas import codec
 from schemas.examples import EXAMPLES
 
@@ -28,40 +27,6 @@ EVENTS = [cls for cls in vars(events).values()
           and issubclass(cls, events.SagaEvent) and cls is not events.SagaEvent]
 # Every record the worker writes by `wire.encode` on its hot path: events, replies, the state.
 WRITTEN = [SagaState, ProvisioningStarted, ProvisioningCompleted, ProvisioningFailed, *EVENTS]
-
-# Text as participants and callers may send it: any code point, lone surrogates included
-# (Avro cannot hold them: both paths must refuse).
-TEXT = st.text(st.characters(codec="utf-8") | st.characters(categories=["Cs"]), max_size=12) \
-    | st.text(max_size=9000)  # beyond 8,191 bytes: a length above the writer's table
-LONG = st.integers(-(1 << 63), (1 << 63) - 1) | st.integers(-(1 << 70), 1 << 70) \
-    | st.integers(-300, 300)
-
-
-def _strategy(hint: typing.Any) -> st.SearchStrategy[typing.Any]:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in args if a is not type(None)]
-        return st.none() | _strategy(inner[0])
-    if hint is str:
-        return TEXT
-    if hint is int:
-        return LONG
-    if hint is bool:
-        return st.booleans()
-    if hint is Status:
-        return st.sampled_from(Status)
-    if origin is tuple:
-        return st.lists(TEXT, max_size=4).map(tuple)
-    if origin is FrozenMap:
-        values = LONG if args[1] is int else TEXT
-        return st.dictionaries(TEXT, values, max_size=4).map(FrozenMap)
-    raise AssertionError(f"no strategy for {hint}")
-
-
-def _instances(cls: type) -> st.SearchStrategy[typing.Any]:
-    hints = typing.get_type_hints(cls)
-    return st.builds(cls, **{f.name: _strategy(hints[f.name]) for f in dataclasses.fields(cls)})
-
 
 def _by_fastavro(obj: typing.Any) -> bytes | type[Exception]:
     try:
@@ -86,7 +51,7 @@ def test_every_record_the_worker_writes_has_a_compiled_writer() -> None:
 @settings(max_examples=150, deadline=None)
 @given(data=st.data())
 def test_compiled_writer_writes_what_fastavro_writes(cls: type, data: st.DataObject) -> None:
-    obj = data.draw(_instances(cls))
+    obj = data.draw(instances(cls))
     assert _by_wire(obj) == _by_fastavro(obj), wire._writer(cls).source
 
 
