@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-_PRIMITIVES = ("string", "int", "long", "boolean")
+from consumer.avro_writers import PRIMITIVES, kind_of
 
 
 class Unreadable(ValueError):
@@ -103,12 +103,12 @@ def _primitive(kind: str, target: str) -> list[str]:
 
 
 def _field(avro_type: Any, target: str) -> list[str] | None:
-    kind = _kind(avro_type)
-    if kind in _PRIMITIVES:
+    kind = kind_of(avro_type)
+    if kind in PRIMITIVES:
         return _primitive(kind, target)
     if kind == "null-union":
-        branch = _kind(avro_type[1])
-        if branch not in _PRIMITIVES:
+        branch = kind_of(avro_type[1])
+        if branch not in PRIMITIVES:
             return None
         return ["b = data[pos]",
                 "if b == 0:",
@@ -120,8 +120,8 @@ def _field(avro_type: Any, target: str) -> list[str] | None:
                 "else:",
                 "    raise Unreadable('a union branch that is not there')"]
     if kind in ("map", "array"):
-        items = _kind(avro_type["values" if kind == "map" else "items"])
-        if items not in _PRIMITIVES:
+        items = kind_of(avro_type["values" if kind == "map" else "items"])
+        if items not in PRIMITIVES:
             return None
         entry = ([*_primitive("string", "k"), *_primitive(items, "x"), "c[k] = x"]
                  if kind == "map" else [*_primitive(items, "x"), "c.append(x)"])
@@ -137,17 +137,3 @@ def _field(avro_type: Any, target: str) -> list[str] | None:
                 f"{target} = c"]
     return None
 
-
-def _kind(avro_type: Any) -> str | None:
-    if isinstance(avro_type, str):
-        return avro_type if avro_type in _PRIMITIVES else None
-    if isinstance(avro_type, list):
-        return "null-union" if len(avro_type) == 2 and avro_type[0] == "null" else None
-    if isinstance(avro_type, dict):
-        kind = avro_type.get("type")
-        if kind in ("map", "array"):
-            return kind
-        if kind in ("string", "long", "int") and avro_type.get("logicalType") in (
-                None, "uuid", "timestamp-millis"):
-            return kind
-    return None

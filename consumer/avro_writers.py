@@ -60,7 +60,7 @@ def write_long(n: int) -> bytes:
     return found
 
 
-_PRIMITIVES = ("string", "int", "long", "boolean")
+PRIMITIVES = ("string", "int", "long", "boolean")
 
 
 def compile_writer(schema: Mapping[str, Any], attributes: dict[str, str], header: bytes,
@@ -87,12 +87,12 @@ def compile_writer(schema: Mapping[str, Any], attributes: dict[str, str], header
 
 def _field(avro_type: Any, value: str) -> list[str] | None:
     """Source lines appending the encoding of `value` (an expression) of type `avro_type`."""
-    kind = _kind(avro_type)
-    if kind in _PRIMITIVES:
+    kind = kind_of(avro_type)
+    if kind in PRIMITIVES:
         return [f"v = {value}", *_primitive(kind, "v")]
     if kind == "null-union":
-        branch = _kind(avro_type[1])
-        if branch not in _PRIMITIVES:
+        branch = kind_of(avro_type[1])
+        if branch not in PRIMITIVES:
             return None
         return [f"v = {value}",
                 "if v is None:",
@@ -100,8 +100,8 @@ def _field(avro_type: Any, value: str) -> list[str] | None:
                 "else:",
                 *("    " + line for line in _union_branch(branch, "v"))]
     if kind in ("map", "array"):
-        items = _kind(avro_type["values" if kind == "map" else "items"])
-        if items not in _PRIMITIVES:
+        items = kind_of(avro_type["values" if kind == "map" else "items"])
+        if items not in PRIMITIVES:
             return None
         loop = ("for k, x in v.items():" if kind == "map" else "for x in v:")
         keys = _primitive("string", "k") if kind == "map" else []
@@ -135,9 +135,11 @@ def _primitive(kind: str, value: str) -> list[str]:
     return [f"add(write_long({value}.__index__()))"]  # int, long: no float, no str
 
 
-def _kind(avro_type: Any) -> str | None:
+def kind_of(avro_type: Any) -> str | None:
+    """What the compiled writers and readers make of a field's type: a primitive's name, "map",
+    "array" or "null-union" (`["null", X]`); None for any other type."""
     if isinstance(avro_type, str):
-        return avro_type if avro_type in _PRIMITIVES else None
+        return avro_type if avro_type in PRIMITIVES else None
     if isinstance(avro_type, list):
         if len(avro_type) == 2 and avro_type[0] == "null":
             return "null-union"
