@@ -19,7 +19,7 @@ accept (property test: `tests/unit/consumer/test_avro_writers.py`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 _LONG_MIN, _LONG_MAX = -(1 << 63), (1 << 63) - 1
@@ -63,7 +63,7 @@ def write_long(n: int) -> bytes:
 PRIMITIVES = ("string", "int", "long", "boolean")
 
 
-def compile_writer(schema: Mapping[str, Any], attributes: dict[str, str], header: bytes,
+def compile_writer(schema: Mapping[str, Any], attributes: Mapping[str, str], header: bytes,
                    name: str = "write") -> Callable[[Any], bytes] | None:
     """A function `obj -> header + Avro body` for the record `schema`, reading each field
     from the attribute `attributes[field name]` of `obj`; None when the schema holds a type
@@ -130,8 +130,8 @@ def _primitive(kind: str, value: str) -> list[str]:
                 "add(SMALL[n] if n < LIMIT else write_long(n))", "add(b)"]
     if kind == "boolean":
         return [f"if {value} is True:", "    add(b'\\x01')",
-            f"elif {value} is False:", "    add(b'\\x00')",
-            "else:", "    raise TypeError('not a bool')"]
+                f"elif {value} is False:", "    add(b'\\x00')",
+                "else:", "    raise TypeError('not a bool')"]
     return [f"add(write_long({value}.__index__()))"]  # int, long: no float, no str
 
 
@@ -152,8 +152,3 @@ def kind_of(avro_type: Any) -> str | None:
                 None, "uuid", "timestamp-millis"):
             return kind  # a uuid is written as its string, a timestamp as its long
     return None
-
-
-def attributes_of(fields: Sequence[tuple[str, str]]) -> dict[str, str]:
-    """(attribute, record field) pairs as a map from record field to attribute."""
-    return {key: name for name, key in fields}

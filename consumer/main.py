@@ -47,7 +47,7 @@ def run_worker(settings: Settings, options: WorkerOptions,
 # net allocations of containers instead of 700, and nothing that exists when the loop starts
 # (modules, schemas, clients: never garbage) walked by the full collections. Measured on the
 # no-op bench (8,000 sagas): the collector's time 1.6-1.7 s -> 0.57-0.61 s, 8-9 full
-# collections of ~100 ms each (pauses in every saga's latency) -> none.
+# collections of ~110 ms each (pauses in every saga's latency) -> none.
 YOUNG_COLLECTION_EVERY = 10_000
 
 

@@ -17,7 +17,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 from consumer.avro_readers import compile_reader
-from consumer.avro_writers import attributes_of, compile_writer
+from consumer.avro_writers import compile_writer
 from schemas import codec
 
 T = TypeVar("T")
@@ -118,7 +118,7 @@ def _writer(cls: type) -> Callable[[Any], bytes] | None:
             return None
         if plain not in (None, list, dict, _enum_value):
             return None
-    return compile_writer(schema.schema, attributes_of([(n, k) for n, k, _ in fields]),
+    return compile_writer(schema.schema, {key: name for name, key, _ in fields},
                           header=codec.MAGIC + schema.fingerprint_bytes,
                           name=f"write_{cls.__name__}")
 
