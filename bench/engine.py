@@ -149,29 +149,13 @@ def environment(settings: Settings) -> dict[str, str]:
     }
 
 
-def fresh_settings(base: Settings, name: str, timeout_s: float = 30) -> Settings:
-    """Topics of this run only, so runs never read each other's records; returned once the
-    broker's metadata shows them with a leader for every partition (a broker started a moment
-    ago answered the creation before it listed the topics, and the worker refused to start:
-    "topics missing")."""
+def fresh_settings(base: Settings, name: str) -> Settings:
+    """Topics of this run only, so runs never read each other's records."""
     prefix = f"bench.{name}.{uuid.uuid4().hex[:8]}"
     settings = base.model_copy(update={"topic_prefix": prefix})
-    admin = AdminClient(settings.kafka_config(), logger=QUIET)
-    specs = TopicLayout(prefix).specs(settings.topic_partitions)
-    create_topics(admin, specs)
-    deadline = time.time() + timeout_s
-    while not _listed(admin, [spec.name for spec in specs]):
-        if time.time() > deadline:
-            raise RuntimeError(f"the topics of {prefix} were not listed within {timeout_s:.0f} s")
-        time.sleep(0.2)
+    create_topics(AdminClient(settings.kafka_config()),
+                  TopicLayout(prefix).specs(settings.topic_partitions))
     return settings
-
-
-def _listed(admin: AdminClient, names: list[str]) -> bool:
-    topics = admin.list_topics(timeout=10).topics
-    return all(name in topics and topics[name].error is None and topics[name].partitions
-               and all(p.leader >= 0 for p in topics[name].partitions.values())
-               for name in names)
 
 
 def tenant_commands(n: int, run: str) -> list[dict[str, Any]]:

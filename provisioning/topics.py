@@ -10,6 +10,7 @@ partition count. `ReplyTopicRule` says which topics a caller may name as `replyT
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -206,6 +207,7 @@ def create_topics(
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise _wrap(exc, f"creating topic {name}", settings, "Create",
                                 name) from exc
+        _wait_until_listed(admin, [s.name for s in missing], timeout_s)
     present = [s for s in specs if s.name in existing]
     return TopicReport(
         created=[s.name for s in missing],
@@ -261,6 +263,24 @@ def _partition_counts(admin: AdminClient, timeout_s: float) -> dict[str, int]:
     except KafkaException as exc:
         raise _wrap(exc, "listing topics") from exc
     return {name: len(topic.partitions) for name, topic in metadata.topics.items()}
+
+
+def _wait_until_listed(admin: AdminClient, names: list[str], timeout_s: float) -> None:
+    """Return once the broker lists every topic of `names` with a leader for each partition.
+    A broker started a moment ago answers the creation before its metadata shows the topics,
+    and a worker started right after then refused to start ("topics missing"; seen with the
+    bench and the integration tests on a fresh broker)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topics = admin.list_topics(timeout=max(1.0, deadline - time.monotonic())).topics
+        if all(name in topics and topics[name].error is None and topics[name].partitions
+               and all(p.leader >= 0 for p in topics[name].partitions.values())
+               for name in names):
+            return
+        if time.monotonic() > deadline:
+            raise TransientError(f"topics created but not listed by the broker within "
+                                 f"{timeout_s:.0f} s: {', '.join(sorted(names))}")
+        time.sleep(0.2)
 
 
 def _check_copartitioning(specs: list[TopicSpec], existing: dict[str, int]) -> None:
