@@ -982,7 +982,7 @@ def _answer(request_id: str, run: int, step: str, attempt: int, action: Action,
             outcome: StepOutcome) -> StepResult | CompensationResult:
     """A participant's answer (in-process, HTTP or Kafka) as the saga's input, its text
     cleaned at this one boundary (`consumer/participants/answers.py`)."""
-    outcome = clean_outcome(outcome)
+    outcome = clean_outcome(outcome, undo=action is Action.COMPENSATE)
     if action is Action.COMPENSATE:
         return CompensationResult(
             request_id=request_id, run=run, step=step, attempt=attempt,

@@ -5,7 +5,9 @@ routed a step to. What it says — a failure reason, a step's outputs — goes i
 state snapshot, logs and the projection. Whatever it sends, the worker records only text that
 every one of those can hold: valid UTF-8 without lone surrogates or NUL, of bounded length.
 An output too large to record fails the step for good, with a reason that says so, instead of
-failing the transaction that carries everyone's work.
+failing the transaction that carries everyone's work. An undo's outputs are never recorded
+(nothing after it reads them): they are dropped, so nothing it sends beside its outcome can
+turn an undo that was done into a failed one.
 """
 
 from __future__ import annotations
@@ -39,13 +41,14 @@ def clean_reason(reason: str | None) -> str | None:
     return None if reason is None else clean_text(reason, MAX_REASON_CHARS)
 
 
-def clean_outcome(outcome: StepOutcome) -> StepOutcome:
-    """The outcome as it may be recorded: reason cleaned, outputs checked and cleaned."""
+def clean_outcome(outcome: StepOutcome, *, undo: bool = False) -> StepOutcome:
+    """The outcome as it may be recorded: reason cleaned, outputs checked and cleaned; an
+    undo's (`undo`) outputs dropped."""
     reason = clean_reason(outcome.reason)
     if outcome.outcome is Outcome.TRANSIENT_FAILURE:
         return StepOutcome(outcome.outcome, {}, reason, acted=outcome.acted,
                            retry_after_ms=clean_retry_after(outcome.retry_after_ms))
-    if outcome.outcome is not Outcome.SUCCEEDED or not outcome.output:
+    if undo or outcome.outcome is not Outcome.SUCCEEDED or not outcome.output:
         return StepOutcome(outcome.outcome, {}, reason, acted=outcome.acted)
     problem = output_problem(outcome.output)
     if problem is not None:  # it did the work: what it did is undone with the rest

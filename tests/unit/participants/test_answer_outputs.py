@@ -47,3 +47,25 @@ def test_a_printable_ascii_output_is_recorded_as_given_and_not_shared() -> None:
 def test_nul_and_lone_surrogates_are_taken_out_of_an_output() -> None:
     cleaned = clean_outcome(StepOutcome.succeeded(key="a\x00b\ud800c"))
     assert cleaned.output == {"key": "ab?c"}
+
+
+UNRECORDABLE_OUTPUTS = [{"notes": "x" * 950_000}, {"k\x00": "v"},
+                        {f"o{i}": "v" for i in range(100)}]
+
+
+def test_an_undo_that_was_done_stays_done_whatever_outputs_it_sends() -> None:
+    # An undo's outputs are never recorded: dropped, the undo is not failed for them.
+    for output in UNRECORDABLE_OUTPUTS:
+        cleaned = clean_outcome(StepOutcome.succeeded(**output), undo=True)
+        assert (cleaned.outcome, cleaned.output) == (Outcome.SUCCEEDED, {})
+    refused = clean_outcome(StepOutcome(Outcome.PERMANENT_FAILURE, {"notes": "x" * 950_000},
+                                        "no \ud800 undo"), undo=True)
+    assert (refused.outcome, refused.output, refused.reason) == (
+        Outcome.PERMANENT_FAILURE, {}, "no ? undo")
+
+
+def test_a_step_that_sends_an_unrecordable_output_fails_for_good_having_acted() -> None:
+    for output in UNRECORDABLE_OUTPUTS:
+        cleaned = clean_outcome(StepOutcome.succeeded(**output))
+        assert cleaned.outcome is Outcome.PERMANENT_FAILURE
+        assert cleaned.acted and cleaned.output == {}
