@@ -6,11 +6,11 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from provisioning.errors import TransientError
-from provisioning.kafka_access import client_config
+from provisioning.errors import ProvisioningError, TransientError
+from provisioning.kafka_access import client_config, raise_if_denied, worth_retrying
 from provisioning.settings import Settings
 
 log = logging.getLogger("provisioning.kafka")
@@ -114,6 +114,27 @@ def while_broker_unavailable(operation: Callable[[], T], wait_s: float = 60.0,
         with attempt:
             return operation()
     raise AssertionError("unreachable")
+
+
+def init_transactions(producer: Producer, settings: Settings, transactional_id: str,
+                      wait_s: float = 60.0, call_timeout_s: float = 30.0) -> None:
+    """Register the producer's transactional id, fencing an older instance of it. A broker
+    that cannot be answering (restarting: its listener stays closed while it loads its logs,
+    up to 40 s in the chaos runs) is waited for, as `while_broker_unavailable` does; a call
+    that timed out is called again, which librdkafka resumes. A refused write or a fatal
+    error is raised at once."""
+    def once() -> None:
+        try:
+            producer.init_transactions(call_timeout_s)
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            raise_if_denied(error, settings, "Write", transactional_id=transactional_id)
+            what = f"initialising transactions: {error.str()}"
+            if worth_retrying(error):
+                raise TransientError(what) from exc
+            raise ProvisioningError(what) from exc
+
+    while_broker_unavailable(once, wait_s=wait_s)
 
 
 def watermarks(consumer: Consumer, tp: TopicPartition, wait_s: float = 60.0) -> tuple[int, int]:
