@@ -65,7 +65,7 @@ class StepRunner:
         return done
 
     def wait_for_any(self, timeout_s: float) -> None:
-        """Sleep until an outcome arrives or the timeout passes (used when idle)."""
+        """Sleep until an outcome arrives or the timeout passes (the loop, while steps run)."""
         try:
             item = self._finished.get(timeout=timeout_s)
         except queue.Empty:

@@ -343,8 +343,14 @@ class Worker:
         """Up to `poll_batch` records, returning as soon as one is there: consume() alone
         would wait for a full batch or the whole timeout (measured: up to 100 ms added to a
         command's start on an idle worker)."""
-        first = self.consumer.poll(timeout_s)
+        steps_running = self.steps.running > 0
+        first = self.consumer.poll(0 if steps_running else timeout_s)
         if first is None:
+            if steps_running:
+                # Waiting for a step's outcome instead: it ends the wait at once (the poll
+                # would have slept its whole timeout), and the record that arrives meanwhile
+                # is read on the next turn.
+                self.steps.wait_for_any(timeout_s)
             return []
         return [first, *self.consumer.consume(self.options.poll_batch - 1, 0)]
 
