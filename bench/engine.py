@@ -264,10 +264,10 @@ def warm_up(settings: Settings, reader: SuccessReader, engine: sa.Engine | None,
     """Every member in the group with its partitions, and one saga end to end, so that no
     member joins (a rebalance) and no partition is restored while timing runs. For a run at
     an offered `rate`, then `seconds` of sagas at that rate, not timed: a worker and topics
-    that have just started commit slowly for a second or two (measured at 50 % load: the
-    flush of a commit 300-520 ms instead of 17, the p99 of the first two seconds' sagas
-    0.8-1.6 s, of the later ones 0.1-0.3 s), which is not what a caller of a service in
-    operation sees."""
+    that have just started commit slowly for a second or two (measured at 450/s: the flush of
+    a commit 290-520 ms instead of 17, the p99 of the first two seconds' sagas 0.8-2.2 s, of
+    each later second's at most 0.4 s), which is not what a caller of a service in operation
+    sees."""
     wait_for_members(settings, pool, timeout_s)
     _run_untimed(settings, reader, engine, pool, timeout_s, producer, 1, None)
     if rate:
