@@ -119,10 +119,10 @@ def while_broker_unavailable(operation: Callable[[], T], wait_s: float = 60.0,
 def init_transactions(producer: Producer, settings: Settings, transactional_id: str,
                       wait_s: float = 60.0, call_timeout_s: float = 30.0) -> None:
     """Register the producer's transactional id, fencing an older instance of it. A broker
-    that cannot be answering (restarting: its listener stays closed while it loads its logs,
-    up to 40 s in the chaos runs) is waited for, as `while_broker_unavailable` does; a call
-    that timed out is called again, which librdkafka resumes. A refused write or a fatal
-    error is raised at once."""
+    that does not answer (restarting: its listener stays closed while it loads its logs, up
+    to 40 s in the chaos runs) is waited for, as `while_broker_unavailable` does: a call that
+    timed out is made again, which librdkafka resumes. A refused write or a fatal error (a
+    misconfiguration: retrying cannot help) is raised at once."""
     def once() -> None:
         try:
             producer.init_transactions(call_timeout_s)
