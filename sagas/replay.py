@@ -7,7 +7,6 @@ back from `provisioning.events` (or the projection) reproduces the state the wor
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable
 from functools import reduce
 from typing import Any
@@ -27,7 +26,7 @@ from sagas.events import (
     ProvisioningSucceeded,
 )
 from sagas.frozen import EMPTY
-from sagas.state import SagaState, Status
+from sagas.state import SagaState, Status, with_changes
 
 
 class ReplayError(ValueError):
@@ -63,7 +62,7 @@ def evolve(state: SagaState | None, event: Event) -> SagaState | None:
         return _requested(event)  # a new run starts from the command again
     if isinstance(event, ProvisioningRejected):
         # A conflicting command: it uses a sequence number and changes nothing else.
-        return dataclasses.replace(state, sequence=event.sequence)
+        return with_changes(state, sequence=event.sequence)
     return _EVOLVE[type(event)](state, event)
 
 
@@ -88,7 +87,7 @@ def _requested(e: ProvisioningRequested) -> SagaState:
 
 
 def _after(state: SagaState, e: Event, **changes: Any) -> SagaState:
-    return dataclasses.replace(
+    return with_changes(
         state, sequence=e.sequence, updated_at=e.occurred_at, tenant_id=e.tenant_id, **changes
     )
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from enum import StrEnum
+from typing import Any
 
-from sagas.frozen import EMPTY, FrozenMap, freeze_fields
+from sagas.frozen import EMPTY, FrozenMap, freeze, freeze_fields
 
 
 class Status(StrEnum):
@@ -70,8 +71,8 @@ class SagaState:
     trace_parent: str | None = None  # of the command that started the run
 
     def __post_init__(self) -> None:
-        freeze_fields(self, "params", "outputs", "attempts", "compensation_attempts",
-                      "uncompensated_steps")
+        # What `with_changes` does for the fields it is given: keep both alike.
+        freeze_fields(self, *_MAPS)
         if not isinstance(self.status, Status):
             object.__setattr__(self, "status", Status(self.status))
 
@@ -110,6 +111,46 @@ class SagaState:
     def step_params(self) -> FrozenMap[str, str]:
         """What a step gets: the command's parameters and the earlier steps' outputs."""
         return self.params.merge(self.outputs)
+
+
+_MAPS = ("params", "outputs", "attempts", "compensation_attempts", "uncompensated_steps")
+_FIELDS = frozenset(f.name for f in fields(SagaState))
+
+
+def with_changes(state: SagaState, **changes: Any) -> SagaState:
+    """`dataclasses.replace(state, **changes)` at half its cost (every event of every saga
+    makes one: 3.4 against 7.4 µs; `replace` gathers all 29 fields into keyword arguments and
+    runs `__init__` and `__post_init__`). The copy is straight-line code made once from the
+    class's fields; a changed map is frozen and a status typed, as `__post_init__` does."""
+    if not _FIELDS.issuperset(changes):
+        unknown = ", ".join(sorted(changes.keys() - _FIELDS))
+        raise TypeError(f"SagaState has no field {unknown}")
+    return _copy(state, changes)
+
+
+def _status(value: Any) -> Status:
+    return value if isinstance(value, Status) else Status(value)
+
+
+def _compile_copy() -> Callable[[SagaState, dict[str, Any]], SagaState]:
+    lines = ["def copy(state, changes):", "    new = new_object(SagaState)"]
+    for name in (f.name for f in fields(SagaState)):
+        value = f"changes[{name!r}]"
+        if name in _MAPS:
+            value = f"freeze({value})"
+        elif name == "status":
+            value = f"to_status({value})"
+        lines.append(f"    set_field(new, {name!r}, "
+                     f"{value} if {name!r} in changes else state.{name})")
+    lines.append("    return new")
+    namespace: dict[str, Any] = {"new_object": object.__new__, "set_field": object.__setattr__,
+                                 "SagaState": SagaState, "freeze": freeze,
+                                 "to_status": _status}
+    exec("\n".join(lines), namespace)  # noqa: S102 - source made above from field names
+    return namespace["copy"]  # type: ignore[no-any-return]
+
+
+_copy = _compile_copy()
 
 
 def payload_hash(workflow_type: str, params: Mapping[str, str]) -> str:
