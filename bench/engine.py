@@ -8,6 +8,7 @@ topic. Latency is command produced -> success consumed, per saga. CPU and peak R
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # librdkafka's informational lines (a purged queue when a client goes) are not figures
 QUIET = logging.getLogger("bench.kafka")
 QUIET.setLevel(logging.WARNING)
+log = logging.getLogger(__name__)
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # What each saga costs in the worker's commits and writes (consumer/worker.py counts them).
 WRITTEN = ("provisioning_transactions_total", "provisioning_records_written_total",
@@ -149,13 +152,29 @@ def environment(settings: Settings) -> dict[str, str]:
     }
 
 
-def fresh_settings(base: Settings, name: str) -> Settings:
-    """Topics of this run only, so runs never read each other's records."""
+@contextlib.contextmanager
+def run_topics(base: Settings, name: str) -> Iterator[Settings]:
+    """Topics of this run only, so runs never read each other's records, deleted when it
+    ends: a full bench makes some 1,000 partitions, and kept, twenty-odd runs took the dev
+    broker past its 20,000 open files ("Too many open files"; every run failed after it)."""
     prefix = f"bench.{name}.{uuid.uuid4().hex[:8]}"
     settings = base.model_copy(update={"topic_prefix": prefix})
-    create_topics(AdminClient(settings.kafka_config()),
-                  TopicLayout(prefix).specs(settings.topic_partitions))
-    return settings
+    admin = AdminClient(settings.kafka_config(), logger=QUIET)
+    specs = TopicLayout(prefix).specs(settings.topic_partitions)
+    create_topics(admin, specs)
+    try:
+        yield settings
+    finally:
+        delete_topics(admin, [spec.name for spec in specs])
+
+
+def delete_topics(admin: AdminClient, names: list[str]) -> None:
+    """Delete a run's topics; one that cannot be deleted is reported, the figures stand."""
+    for name, future in admin.delete_topics(names, operation_timeout=30).items():
+        try:
+            future.result(60)
+        except KafkaException as exc:
+            log.warning("bench topic %s not deleted: %s", name, exc)
 
 
 def tenant_commands(n: int, run: str) -> list[dict[str, Any]]:
@@ -332,7 +351,14 @@ def run_engine(base: Settings, n: int, *, workers: int = 1, processes: int = 1,
                engine: sa.Engine | None = None, timeout_s: float = 600) -> dict[str, Any]:
     """`workers` separate worker processes, each running `processes` consumer-group members
     (more than one: under the supervisor of `provisioning worker --processes`)."""
-    settings = fresh_settings(base, f"{participants}{workers}x{processes}")
+    with run_topics(base, f"{participants}{workers}x{processes}") as settings:
+        return _run_engine(settings, n, workers, processes, participants, rate, engine,
+                           timeout_s)
+
+
+def _run_engine(settings: Settings, n: int, workers: int, processes: int, participants: str,
+                rate: float | None, engine: sa.Engine | None,
+                timeout_s: float) -> dict[str, Any]:
     pool = Workers(settings, participants, workers, processes_per_worker=processes).start()
     reader = SuccessReader(settings)
     producer = command_producer(settings)

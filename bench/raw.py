@@ -17,6 +17,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from bench.engine import delete_topics
 from provisioning.settings import Settings
 from provisioning.topics import TopicSpec, create_topics
 
@@ -24,8 +25,17 @@ from provisioning.topics import TopicSpec, create_topics
 def run_raw(base: Settings, messages: int, size: int = 400,
             per_transaction: int = 2000) -> dict[str, Any]:
     topic = f"bench.raw.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient(base.kafka_config())
+    create_topics(admin, [TopicSpec(topic, base.topic_partitions, {})])
+    try:
+        return _measure(base, topic, messages, size, per_transaction)
+    finally:
+        delete_topics(admin, [topic])
+
+
+def _measure(base: Settings, topic: str, messages: int, size: int,
+             per_transaction: int) -> dict[str, Any]:
     partitions = base.topic_partitions
-    create_topics(AdminClient(base.kafka_config()), [TopicSpec(topic, partitions, {})])
     read = 0
     done = threading.Event()
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from bench.engine import SuccessReader, Workers, fresh_settings, tenant_commands, warm_up
+from bench.engine import SuccessReader, Workers, run_topics, tenant_commands, warm_up
 from consumer import wire
 from consumer.kafka_clients import restore_consumer
 from consumer.state_store import decode_state, restore_partition, snapshot_headers
@@ -35,7 +35,11 @@ from schemas.examples import EXAMPLES
 def run_restore(base: Settings, states: int, running_share: float = 0.1) -> dict[str, Any]:
     """Finished sagas stay in the state topic for the idempotency window, so most restored
     states are finished ones: `running_share` of them are in flight (and decoded at once)."""
-    settings = fresh_settings(base, "restore")
+    with run_topics(base, "restore") as settings:
+        return _restore(settings, states, running_share)
+
+
+def _restore(settings: Settings, states: int, running_share: float) -> dict[str, Any]:
     topic = TopicLayout(settings.topic_prefix).state
     template = wire.from_record(SagaState, EXAMPLES["SagaState"])
     # The service's producer settings (acks=all, idempotent), batched for a bulk load.
@@ -80,7 +84,11 @@ def run_restore(base: Settings, states: int, running_share: float = 0.1) -> dict
 
 def run_failover(base: Settings, rate: float, same_instance: bool) -> dict[str, Any]:
     """Sagas keep arriving at `rate`/s; the worker is killed once it has run for a while."""
-    settings = fresh_settings(base, "failover")
+    with run_topics(base, "failover") as settings:
+        return _failover(settings, rate, same_instance)
+
+
+def _failover(settings: Settings, rate: float, same_instance: bool) -> dict[str, Any]:
     pool = Workers(settings, "noop", 1, static_membership=same_instance).start()
     reader = SuccessReader(settings, track_occurred=True)
     stop = threading.Event()
