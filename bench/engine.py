@@ -308,9 +308,9 @@ def _run_untimed(settings: Settings, reader: SuccessReader, engine: sa.Engine | 
             raise RuntimeError(f"the workers did not finish {n} warm-up sagas within "
                                f"{timeout_s:.0f} s ({pool.describe()})")
         reader.poll(0.1)
-    if reader.failed.intersection(ids):
-        raise RuntimeError(f"{len(reader.failed.intersection(ids))} of {n} warm-up sagas "
-                           f"failed ({pool.describe()})")
+    failed = reader.failed.intersection(ids)
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {n} warm-up sagas failed ({pool.describe()})")
 
 
 _COORDINATOR_NOT_READY = frozenset({

@@ -71,10 +71,9 @@ class SagaState:
     trace_parent: str | None = None  # of the command that started the run
 
     def __post_init__(self) -> None:
-        # What `with_changes` does for the fields it is given: keep both alike.
+        # `with_changes` applies the same two (`freeze`, `_status`) to the fields it is given.
         freeze_fields(self, *_MAPS)
-        if not isinstance(self.status, Status):
-            object.__setattr__(self, "status", Status(self.status))
+        object.__setattr__(self, "status", _status(self.status))
 
     @property
     def is_terminal(self) -> bool:
