@@ -30,7 +30,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from consumer import wire
@@ -61,6 +69,7 @@ from consumer.state_store import (
 )
 from consumer.steps import FinishedStep, StepRunner
 from consumer.timers import TimerQueue
+from consumer.unrestored import UnrestoredPartitions
 from consumer.watchdog import PartitionWatchdog
 from provisioning import metrics
 from provisioning.errors import CodecError, ConfigurationError, ProvisioningError, TransientError
@@ -95,6 +104,11 @@ log = logging.getLogger(__name__)
 # Fenced this often within the window: another live process has this transactional id.
 MAX_FENCINGS = 3
 FENCING_WINDOW_S = 60
+# How long a restore waits for a state partition's leader before the partition is left paused
+# and tried again on a later turn (`consumer/unrestored.py`): at assignment (a topic created a
+# moment ago gets its leaders within a second or two) and on each later try.
+ASSIGN_LEADER_WAIT_S = 10.0
+RETRY_LEADER_WAIT_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +196,7 @@ class Worker:
         self.timers = TimerQueue()
         self.steps = StepRunner(route, options.step_concurrency)
         self._generation: dict[int, int] = {}
+        self._unrestored = UnrestoredPartitions()
         self._paused = False
         self._stopping = False
         self._admin = AdminClient(client_config(settings), logger=log)
@@ -282,6 +297,7 @@ class Worker:
         if self._rewind_pending:
             self._rewind_or_wait()
             return
+        self._restore_due()
         try:
             self._settle_commit(wait=False)
             if not self.checkpoint.open:
@@ -775,18 +791,27 @@ class Worker:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         numbers = sorted({tp.partition for tp in partitions if tp.topic == self.topics.commands})
         for number in numbers:
-            self._restore(number)
+            self._try_restore(number, ASSIGN_LEADER_WAIT_S)
         consumer.assign(partitions)
-        # librdkafka keeps a partition paused across a re-assignment: whatever each partition
-        # was before, it is now what flow control says (commands) or reading (replies).
-        commands = [tp for tp in partitions if tp.topic == self.topics.commands]
-        replies = [tp for tp in partitions if tp.topic != self.topics.commands]
-        if commands:
-            (consumer.pause if self._paused else consumer.resume)(commands)
-        if replies:
-            consumer.resume(replies)
-        self.ready = True
-        log.info("partitions assigned", extra={"partitions": numbers})
+        self._set_reading(partitions)
+        if not self._unrestored:
+            self.ready = True
+        log.info("partitions assigned", extra={"partitions": numbers,
+                                               "unrestored": self._unrestored.numbers()})
+
+    def _set_reading(self, partitions: list[TopicPartition]) -> None:
+        """Pause or resume each partition for what it is now: unrestored ones wait, commands
+        as flow control says, the rest read. (librdkafka keeps a partition paused across a
+        re-assignment, whatever it should be now.)"""
+        def held(tp: TopicPartition) -> bool:
+            return tp.partition in self._unrestored or (
+                self._paused and tp.topic == self.topics.commands)
+        paused = [tp for tp in partitions if held(tp)]
+        reading = [tp for tp in partitions if not held(tp)]
+        if paused:
+            self.consumer.pause(paused)
+        if reading:
+            self.consumer.resume(reading)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         outcome = "committed"
@@ -811,6 +836,8 @@ class Worker:
         self._forget({tp.partition for tp in partitions})
 
     def _forget(self, numbers: set[int]) -> None:
+        self._unrestored.forget(numbers)
+        metrics.UNRESTORED_PARTITIONS.set(len(self._unrestored.numbers()))
         self._snapshots = {k: v for k, v in self._snapshots.items() if k[0] not in numbers}
         for number in numbers:
             self.observer.forget(self.store.request_ids(number))
@@ -818,10 +845,69 @@ class Worker:
             self._generation[number] = self._generation.get(number, 0) + 1
         self.timers.drop_partitions(numbers)
 
-    def _restore(self, partition: int) -> None:
+    def _try_restore(self, partition: int, leader_wait_s: float) -> bool:
+        """Restore `partition`; if it cannot be read now, leave it to a later turn: a state
+        partition without a reachable leader must cost its own sagas a wait, never the worker
+        (one ended when a restore during an assignment failed: replicated chaos run)."""
+        try:
+            self._restore(partition, leader_wait_s)
+        except (TransientError, KafkaException) as exc:
+            wait_s = self._unrestored.failed(partition, time.monotonic(), str(exc))
+            metrics.RESTORE_FAILURES.inc()
+            log.warning("cannot restore partition yet: its sagas wait, the others go on",
+                        extra={"partition": partition, "reason": str(exc),
+                               "retry_in_s": wait_s})
+            metrics.UNRESTORED_PARTITIONS.set(len(self._unrestored.numbers()))
+            return False
+        self._unrestored.restored(partition)
+        metrics.UNRESTORED_PARTITIONS.set(len(self._unrestored.numbers()))
+        return True
+
+    def _restore_due(self) -> None:
+        """Try again the restores that failed and are due; a partition restored is read
+        again from its committed offsets."""
+        due = self._unrestored.due(time.monotonic()) if self._unrestored else []
+        if not due:
+            return
+        # A client may keep a stale view of the cluster (a leader it cannot find): new ones.
+        self._renew_restore_clients()
+        for number in due:
+            if not self._try_restore(number, RETRY_LEADER_WAIT_S):
+                continue
+            tps = [TopicPartition(topic, number)
+                   for topic in (self.topics.commands, self.topics.step_replies)]
+            try:
+                self._seek_committed(tps)
+            except KafkaException as exc:
+                self._forget({number})
+                self._unrestored.failed(number, time.monotonic(), str(exc))
+                metrics.UNRESTORED_PARTITIONS.set(len(self._unrestored.numbers()))
+                continue
+            self._set_reading(tps)
+            log.info("partition restored after a wait", extra={"partition": number})
+        if not self._unrestored:
+            self.ready = True
+
+    def _renew_restore_clients(self) -> None:
+        for client in (self._restorer, self._ends):
+            with contextlib.suppress(KafkaException, RuntimeError):
+                client.close()
+        self._restorer = restore_consumer(self.settings)
+        self._ends = end_offsets_consumer(self.settings)
+
+    def _seek_committed(self, partitions: list[TopicPartition]) -> None:
+        """Back to the committed offsets (the beginning where none is committed)."""
+        for tp in self.consumer.committed(partitions, timeout=30):
+            if tp.offset >= 0:
+                self.consumer.seek(tp)
+            else:
+                self.consumer.seek(TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING))
+
+    def _restore(self, partition: int, leader_wait_s: float) -> None:
         self._generation[partition] = self._generation.get(partition, 0) + 1
         states, _ = restore_partition(self._restorer, self.topics.state, partition,
-                                      decode_state, ends=self._ends)
+                                      decode_state, leader_wait_s=leader_wait_s,
+                                      ends=self._ends)
         self.store.adopt(partition, states)
         now = self.clock()
         for request_id, state in states.items():
@@ -853,17 +939,15 @@ class Worker:
         fresh transactional producer."""
         self.checkpoint.abort()  # a fenced or failed producer is replaced just below
         self._renew_producer()
-        owned = self.store.partitions()
-        self._forget(set(owned))
-        for partition in owned:
-            self._restore(partition)
+        # Also those still waiting for their first restore: all are read again from the state
+        # topic (a failed try of this rewind must not leave any of them out of the next).
+        owned = set(self.store.partitions()) | set(self._unrestored.numbers())
+        self._forget(owned)
+        for partition in sorted(owned):
+            self._try_restore(partition, ASSIGN_LEADER_WAIT_S)
         assignment = self.consumer.assignment()
-        committed = self.consumer.committed(assignment, timeout=30)
-        for tp in committed:
-            if tp.offset >= 0:
-                self.consumer.seek(tp)
-            else:
-                self.consumer.seek(TopicPartition(tp.topic, tp.partition, -2))
+        self._seek_committed(assignment)
+        self._set_reading(assignment)
 
     def _renew_producer(self) -> None:
         """A new producer under the same transactional id (fencing the old one).
@@ -914,7 +998,8 @@ class Worker:
             self._paused = True
 
     def _command_partitions(self) -> list[TopicPartition]:
-        return [tp for tp in self.consumer.assignment() if tp.topic == self.topics.commands]
+        return [tp for tp in self.consumer.assignment()
+                if tp.topic == self.topics.commands and tp.partition not in self._unrestored]
 
     # --- what operators see -------------------------------------------------------------------
 
@@ -937,6 +1022,9 @@ class Worker:
         return count
 
     def readiness(self) -> tuple[bool, str]:
+        if self._unrestored:
+            return False, (f"state partitions not restored yet, their sagas wait "
+                           f"({self._unrestored.describe()})")
         if not self.ready:
             return False, "waiting for partitions to be assigned and restored"
         stalled = self.watchdog.problem()

@@ -111,6 +111,15 @@ REPLIES_DROPPED = Counter(
 CORRUPT_STATE_RECORDS = Counter(
     "provisioning_corrupt_state_records",
     "Records of the state topic that are not a readable SagaState: skipped at restore.", [])
+RESTORE_FAILURES = Counter(
+    "provisioning_state_restore_failures",
+    "Restores of an assigned state partition that failed (no reachable leader, or the read "
+    "did not reach the end in time): the partition waits, paused, and is tried again.", [])
+UNRESTORED_PARTITIONS = Gauge(
+    "provisioning_unrestored_partitions",
+    "Assigned partitions whose states could not be restored yet (readiness is false while "
+    "any is): their commands and replies wait in Kafka.", [],
+    multiprocess_mode="livesum")
 PARTITION_STALLS = Counter(
     "provisioning_partition_stalls",
     "Times an assigned partition had unread records and made no progress for the stall time "

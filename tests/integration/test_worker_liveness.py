@@ -33,13 +33,15 @@ def builtin(settings: Settings, migrated: sa.Engine) -> Iterator[BuiltinParticip
 
 
 class Running:
-    def __init__(self, worker: Worker) -> None:
+    def __init__(self, worker: Worker, wait_ready: bool = True) -> None:
         self.worker = worker
+        self.wait_ready = wait_ready
         self.thread = threading.Thread(target=worker.run, name="worker-under-test")
 
     def __enter__(self) -> Worker:
         self.thread.start()
-        wait_until(lambda: self.worker.ready, 60, "the worker's first assignment")
+        if self.wait_ready:
+            wait_until(lambda: self.worker.ready, 60, "the worker's first assignment")
         return self.worker
 
     def __exit__(self, *exc: object) -> None:
