@@ -14,6 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from topic_prefixes import give_out
 
 from provisioning.settings import Settings
 
@@ -51,5 +52,5 @@ def base_settings(service_env: dict[str, str]) -> Settings:
 @pytest.fixture
 def settings(base_settings: Settings) -> Settings:
     """Settings with a topic prefix of this test's own, so tests never see each other's data."""
-    prefix = f"{base_settings.topic_prefix}.t{uuid.uuid4().hex[:10]}"
+    prefix = give_out(f"{base_settings.topic_prefix}.t{uuid.uuid4().hex[:10]}")
     return base_settings.model_copy(update={"topic_prefix": prefix})

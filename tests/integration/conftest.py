@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 import sqlalchemy as sa
 from confluent_kafka.admin import AdminClient
+from topic_prefixes import of_this_session
 
 from provisioning.database import upgrade
 from provisioning.settings import Settings
@@ -23,7 +24,8 @@ QUIET.setLevel(logging.CRITICAL)
 
 
 @pytest.fixture(scope="session")
-def kafka_admin(base_settings: Settings) -> AdminClient:
+def kafka_admin(base_settings: Settings) -> Iterator[AdminClient]:
+    """The broker's admin client; at the session's end it deletes the session's topics."""
     admin = AdminClient(base_settings.kafka_config(), logger=QUIET)
     try:
         brokers = admin.list_topics(timeout=10).brokers
@@ -34,7 +36,20 @@ def kafka_admin(base_settings: Settings) -> AdminClient:
             pytrace=False,
         )
     assert brokers, "Kafka answered without brokers"
-    return admin
+    yield admin
+    delete_session_topics(admin)
+
+
+def delete_session_topics(admin: AdminClient) -> None:
+    """The topics of this session's tests (what is left is said, and fails nothing)."""
+    try:
+        names = of_this_session(admin.list_topics(timeout=30).topics)
+        for start in range(0, len(names), 500):
+            futures = admin.delete_topics(names[start:start + 500], operation_timeout=60)
+            for future in futures.values():
+                future.result(120)
+    except Exception as exc:  # noqa: BLE001 - cleaning up; the tests' results stand
+        print(f"\nsome test topics were not deleted: {exc}")
 
 
 @pytest.fixture(scope="session")

@@ -74,7 +74,8 @@ def test_a_state_partition_unreadable_at_assignment_holds_only_its_own_sagas(
         wait_until(lambda: "not restored yet" in worker.readiness()[1], 60,
                    "readiness saying partition 0 is not restored")
         waiting = _on_partition(migrated, settings, 0, 1, prefix="waiting")
-        others = [*_on_partition(migrated, settings, 1, 1), *_on_partition(migrated, settings, 2, 1)]
+        others = [*_on_partition(migrated, settings, 1, 1),
+                  *_on_partition(migrated, settings, 2, 1)]
         # The finished saga's command again: with its state restored it is answered, not rerun.
         publish(settings, "ProvisionTenantRequest", *waiting, *others, *finished)
         events.wait_for(lambda r: all(r.terminal(c["requestId"]) for c in others), 30,
