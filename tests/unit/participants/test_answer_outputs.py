@@ -69,3 +69,74 @@ def test_a_step_that_sends_an_unrecordable_output_fails_for_good_having_acted() 
         cleaned = clean_outcome(StepOutcome.succeeded(**output))
         assert cleaned.outcome is Outcome.PERMANENT_FAILURE
         assert cleaned.acted and cleaned.output == {}
+
+
+# --- the limits, at their edges (the constants of consumer/participants/answers.py) -------------
+
+
+def _recorded(**output: str) -> StepOutcome:
+    return clean_outcome(StepOutcome.succeeded(**output))
+
+
+def test_outputs_at_the_limits_are_recorded_and_one_past_them_fail_the_step() -> None:
+    at_limits = [{"n" * 128: "v"}, {"k": "v" * 16_384},
+                 {f"o{i:02}": "v" for i in range(64)},
+                 {f"k{i}": "v" * (16_384 - 2) for i in range(4)}]  # 65,536 bytes in all
+    past_limits = [({"n" * 129: "v"}, "is not 1 to 128 printable characters"),
+                   ({"k": "v" * 16_385}, "too large to record (16385 characters"),
+                   ({f"o{i:02}": "v" for i in range(65)}, "has 65 entries"),
+                   ({f"k{i}": "v" * (16_384 - 2) for i in range(4)} | {"x": "y"},
+                    "too large to record (65538 bytes")]
+    for output in at_limits:
+        recorded = _recorded(**output)
+        assert (recorded.outcome, recorded.output) == (Outcome.SUCCEEDED, output)
+    for output, reason in past_limits:
+        recorded = _recorded(**output)
+        assert recorded.outcome is Outcome.PERMANENT_FAILURE and recorded.acted
+        assert reason in (recorded.reason or ""), recorded.reason
+
+
+def test_an_output_with_a_control_character_in_a_name_or_an_empty_name_fails_the_step() -> None:
+    for output in ({"a\tb": "v"}, {"a\x7fb": "v"}, {"": "v"}):
+        recorded = clean_outcome(StepOutcome(Outcome.SUCCEEDED, output, None))
+        assert recorded.outcome is Outcome.PERMANENT_FAILURE, output
+
+
+def test_values_with_control_characters_or_non_ascii_text_are_recorded_cleaned() -> None:
+    recorded = _recorded(note="line one\nline two\ttab", city="Zürich", nul="a\x00b")
+    assert recorded.outcome is Outcome.SUCCEEDED
+    assert recorded.output == {"note": "line one\nline two\ttab", "city": "Zürich", "nul": "ab"}
+
+
+def test_an_output_that_is_not_a_map_of_strings_fails_the_step() -> None:
+    for output in ({"n": 5}, {"n": None}, {3: "v"}, {"n": b"bytes"}):
+        recorded = clean_outcome(StepOutcome(Outcome.SUCCEEDED, output, None))  # type: ignore[arg-type]
+        assert recorded.outcome is Outcome.PERMANENT_FAILURE
+        assert "not a map of strings" in (recorded.reason or ""), output
+
+
+# Printable ASCII mostly, with the characters and lengths that sit at the checks' edges.
+EDGY_TEXT = st.one_of(
+    st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=12),
+    st.text(st.sampled_from(["a", " ", "\t", "\x7f", "\x00", "é", "\ud800", "\u2028"]),
+            max_size=6),
+    st.integers(16_380, 16_390).map(lambda n: "v" * n))
+
+
+@settings(max_examples=400)
+@given(st.dictionaries(EDGY_TEXT.filter(lambda t: len(t) < 200) | st.integers(126, 130).map(
+    lambda n: "n" * n), EDGY_TEXT, max_size=6))
+def test_a_recorded_output_is_what_the_thorough_checks_say(output: dict[str, str]) -> None:
+    """Whatever path an output takes, a step succeeds exactly when `output_problem` finds
+    nothing, and then records the output cleaned of NUL and lone surrogates only."""
+    from consumer.participants.answers import output_problem
+
+    recorded = clean_outcome(StepOutcome(Outcome.SUCCEEDED, output, None))
+    problem = output_problem(output) if output else None
+    if problem is not None:
+        assert (recorded.outcome, recorded.reason) == (Outcome.PERMANENT_FAILURE, problem)
+        return
+    assert recorded.outcome is Outcome.SUCCEEDED
+    cleaned = {k.encode("utf-8", "replace").decode(): v.encode("utf-8", "replace").decode()
+               .replace("\x00", "") for k, v in output.items()}
+    assert recorded.output == cleaned
