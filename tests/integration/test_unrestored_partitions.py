@@ -57,6 +57,19 @@ def requested(events: TopicReader, request_id: str) -> int:
                if r.record_name == "ProvisioningRequested")
 
 
+def readable_again(events: TopicReader, worker: Any, partition_0: UnreadablePartition,
+                   waiting: list[dict], finished: list[dict]) -> None:
+    """Partition 0 readable again: its waiting saga runs, readiness is back, and the finished
+    saga's command sent again meanwhile was answered from its restored state, not rerun."""
+    partition_0.unreadable.clear()
+    events.wait_for(lambda r: bool(r.terminal(waiting[0]["requestId"])), 60,
+                    "partition 0's saga once its state could be read")
+    wait_until(lambda: worker.readiness()[0], 10, "readiness back")
+    time.sleep(1)
+    events.poll(1)
+    assert requested(events, finished[0]["requestId"]) == 1
+
+
 def test_a_state_partition_unreadable_at_assignment_holds_only_its_own_sagas(
     settings: Settings, topics: TopicLayout, migrated: sa.Engine, group_id: str,
     builtin: BuiltinParticipant, partition_0: UnreadablePartition,  # noqa: F811
@@ -86,13 +99,7 @@ def test_a_state_partition_unreadable_at_assignment_holds_only_its_own_sagas(
         assert worker.readiness()[0] is False
         assert len(partition_0.tries) >= 3, partition_0.tries  # tried again, the worker up
 
-        partition_0.unreadable.clear()
-        events.wait_for(lambda r: bool(r.terminal(waiting[0]["requestId"])), 60,
-                        "partition 0's saga once its state could be read")
-        wait_until(lambda: worker.readiness()[0], 10, "readiness back")
-        time.sleep(1)
-        events.poll(1)
-        assert requested(events, finished[0]["requestId"]) == 1
+        readable_again(events, worker, partition_0, waiting, finished)
         assert [r.record_name for r in events.terminal(waiting[0]["requestId"])] == [
             "ProvisioningSucceeded"]
     events.close()
@@ -126,13 +133,7 @@ def test_a_state_partition_unreadable_after_a_rewind_holds_only_its_own_sagas(
         assert not events.by_key.get(waiting[0]["requestId"]), "partition 0 was read unrestored"
         assert "not restored yet" in worker.readiness()[1]
 
-        partition_0.unreadable.clear()
-        events.wait_for(lambda r: bool(r.terminal(waiting[0]["requestId"])), 60,
-                        "partition 0's saga once its state could be read")
-        wait_until(lambda: worker.readiness()[0], 10, "readiness back")
-        time.sleep(1)
-        events.poll(1)
-        assert requested(events, finished[0]["requestId"]) == 1
+        readable_again(events, worker, partition_0, waiting, finished)
         for command in [*trigger, *others, *waiting]:
             assert [r.record_name for r in events.terminal(command["requestId"])] == [
                 "ProvisioningSucceeded"], command["requestId"]
