@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from provisioning import metrics
+
 FIRST_WAIT_S = 1.0
 MAX_WAIT_S = 30.0
 
@@ -42,23 +44,25 @@ class UnrestoredPartitions:
         failures = previous.failures + 1 if previous is not None else 1
         wait_s = min(MAX_WAIT_S, FIRST_WAIT_S * 2 ** (failures - 1))
         self._failing[partition] = _Failing(failures, now + wait_s, reason)
+        self._changed()
         return wait_s
 
     def due(self, now: float) -> list[int]:
         return sorted(p for p, f in self._failing.items() if f.retry_at <= now)
 
-    def failures(self, partition: int) -> int:
-        failing = self._failing.get(partition)
-        return failing.failures if failing is not None else 0
-
     def restored(self, partition: int) -> None:
         self._failing.pop(partition, None)
+        self._changed()
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Revoked or lost: no longer this worker's to restore."""
         for partition in partitions:
             self._failing.pop(partition, None)
+        self._changed()
 
     def describe(self) -> str:
         return "; ".join(f"{p}: {f.failures} failed, last: {f.reason}"
                          for p, f in sorted(self._failing.items()))
+
+    def _changed(self) -> None:
+        metrics.UNRESTORED_PARTITIONS.set(len(self._failing))

@@ -837,7 +837,6 @@ class Worker:
 
     def _forget(self, numbers: set[int]) -> None:
         self._unrestored.forget(numbers)
-        metrics.UNRESTORED_PARTITIONS.set(len(self._unrestored.numbers()))
         self._snapshots = {k: v for k, v in self._snapshots.items() if k[0] not in numbers}
         for number in numbers:
             self.observer.forget(self.store.request_ids(number))
@@ -857,10 +856,8 @@ class Worker:
             log.warning("cannot restore partition yet: its sagas wait, the others go on",
                         extra={"partition": partition, "reason": str(exc),
                                "retry_in_s": wait_s})
-            metrics.UNRESTORED_PARTITIONS.set(len(self._unrestored.numbers()))
             return False
         self._unrestored.restored(partition)
-        metrics.UNRESTORED_PARTITIONS.set(len(self._unrestored.numbers()))
         return True
 
     def _restore_due(self) -> None:
@@ -881,7 +878,6 @@ class Worker:
             except KafkaException as exc:
                 self._forget({number})
                 self._unrestored.failed(number, time.monotonic(), str(exc))
-                metrics.UNRESTORED_PARTITIONS.set(len(self._unrestored.numbers()))
                 continue
             self._set_reading(tps)
             log.info("partition restored after a wait", extra={"partition": number})

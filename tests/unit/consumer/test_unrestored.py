@@ -14,7 +14,7 @@ def test_the_wait_doubles_from_one_second_up_to_thirty() -> None:
     waits = [unrestored.failed(3, now=100.0, reason="Local: Unknown partition")
              for _ in range(8)]
     assert waits == [1, 2, 4, 8, 16, 30, 30, 30]
-    assert unrestored.failures(3) == 8
+    assert unrestored.describe() == "3: 8 failed, last: Local: Unknown partition"
 
 
 def test_a_partition_is_due_once_its_wait_has_passed() -> None:
@@ -39,7 +39,7 @@ def test_restored_and_forgotten_partitions_are_tried_no_more() -> None:
     assert unrestored.due(100.0) == [2]
     unrestored.restored(2)
     assert not unrestored
-    assert unrestored.failures(2) == 0
+    assert unrestored.describe() == ""
 
 
 @given(st.lists(st.integers(0, 5), max_size=40))
@@ -53,3 +53,19 @@ def test_a_partition_is_never_due_before_one_second_after_its_last_failure(
     for partition in unrestored.due(now + 0.999):
         assert last[partition] + 1 <= now + 0.999
     assert set(unrestored.due(now + 31)) == set(failures)
+
+
+def test_the_gauge_counts_the_partitions_waiting() -> None:
+    from prometheus_client import REGISTRY
+
+    def gauge() -> float | None:
+        return REGISTRY.get_sample_value("provisioning_unrestored_partitions")
+
+    unrestored = UnrestoredPartitions()
+    unrestored.failed(0, now=0.0, reason="x")
+    unrestored.failed(1, now=0.0, reason="x")
+    assert gauge() == 2
+    unrestored.restored(0)
+    assert gauge() == 1
+    unrestored.forget([1])
+    assert gauge() == 0
