@@ -95,7 +95,7 @@ class ProducerFailed(TransactionAborted):
     fences this one) takes over, as after any abort."""
 
 
-_FENCED = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
+FENCED = (KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH)
 
 
 class ProducerHung(TransactionAborted):
@@ -343,7 +343,7 @@ class Checkpoint:
                     # Fenced or fatal: the producer is done for, and so is its transaction;
                     # the caller renews the producer (worker._rewind).
                     error = exc.args[0]
-                    if error.code() in _FENCED or error.fatal() or not error.retriable():
+                    if error.code() in FENCED or error.fatal() or not error.retriable():
                         break
                 except ProducerHung:
                     break
@@ -385,5 +385,5 @@ class Checkpoint:
 
 def _raise_if_fenced(exc: KafkaException) -> None:
     error: KafkaError = exc.args[0]
-    if error.code() in _FENCED:
+    if error.code() in FENCED:
         raise ProducerFenced(f"producer fenced: {error.str()}") from exc

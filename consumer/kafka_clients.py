@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from consumer.checkpoint import FENCED, ProducerFenced
 from provisioning.errors import ProvisioningError, TransientError
 from provisioning.kafka_access import client_config, raise_if_denied, worth_retrying
 from provisioning.settings import Settings
@@ -121,8 +122,10 @@ def init_transactions(producer: Producer, settings: Settings, transactional_id: 
     """Register the producer's transactional id, fencing an older instance of it. A broker
     that does not answer (restarting: its listener stays closed while it loads its logs, up
     to 40 s in the chaos runs) is waited for, as `while_broker_unavailable` does: a call that
-    timed out is made again, which librdkafka resumes. A refused write or a fatal error (a
-    misconfiguration: retrying cannot help) is raised at once."""
+    timed out is made again, which librdkafka resumes. A fencing (a newer producer with this
+    transactional id: another process has it) is `ProducerFenced`, which the worker counts
+    like any other; a refused write or a fatal error (a misconfiguration: retrying cannot
+    help) is raised at once."""
     def once() -> None:
         try:
             producer.init_transactions(call_timeout_s)
@@ -130,6 +133,8 @@ def init_transactions(producer: Producer, settings: Settings, transactional_id: 
             error: KafkaError = exc.args[0]
             raise_if_denied(error, settings, "Write", transactional_id=transactional_id)
             what = f"initialising transactions: {error.str()}"
+            if error.code() in FENCED:
+                raise ProducerFenced(what) from exc
             if worth_retrying(error):
                 raise TransientError(what) from exc
             raise ProvisioningError(what) from exc

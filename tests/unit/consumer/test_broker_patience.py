@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
+from consumer.checkpoint import ProducerFenced
 from consumer.kafka_clients import init_transactions, while_broker_unavailable
 from provisioning.errors import ConfigurationError, ProvisioningError, TransientError
 from provisioning.kafka_access import KafkaAccessDenied
@@ -92,4 +93,16 @@ def test_a_refusal_or_a_fatal_error_is_raised_at_once(error: KafkaError,
     with pytest.raises(raised) as caught:
         init_transactions(producer, Settings(), "worker-w0")  # type: ignore[arg-type]
     assert not isinstance(caught.value, TransientError)
+    assert producer.calls == 1
+
+
+def test_a_fencing_while_registering_is_a_fencing_not_a_fatal_error() -> None:
+    """Two processes with one transactional id: the renewed producer of one is fenced by the
+    other's newer one. The worker counts that as a fencing and stops after three in a minute
+    (saying another process has its id), instead of ending on a fatal error
+    (test_worker_takeover's twins met it)."""
+    producer = Registration(KafkaError(KafkaError._FENCED, "Producer fenced by newer instance",
+                                       fatal=True))
+    with pytest.raises(ProducerFenced, match="initialising transactions"):
+        init_transactions(producer, Settings(), "worker-w0")  # type: ignore[arg-type]
     assert producer.calls == 1
