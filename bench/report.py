@@ -12,15 +12,17 @@ from rich.table import Table
 def table(r: dict[str, Any]) -> Table:
     t = Table(title=f"provisioning bench, {r['date']}, {r['machine']['cores']} cores")
     for column in ("run", "per second", "p50 ms", "p95 ms", "p99 ms", "CPU s / 1000",
-                   "peak RSS MiB"):
+                   "commits / saga", "records / saga", "peak RSS MiB"):
         t.add_column(column, justify="right" if column != "run" else "left")
 
     def row(name: str, run: dict[str, Any], per_s: str = "sagas_per_s",
             cpu: str = "cpu_s_per_1000_sagas") -> None:
         latency = run.get("latency_ms", {})
+        written = (f"{run['transactions_per_saga']:.3f}", f"{run['records_per_saga']:.1f}") \
+            if "records_per_saga" in run else ("", "")
         t.add_row(name, f"{run[per_s]:,.0f}", *(f"{latency.get(q, float('nan')):,.0f}"
                                                 for q in ("p50", "p95", "p99")),
-                  f"{run.get(cpu, float('nan')):.2f}",
+                  f"{run.get(cpu, float('nan')):.2f}", *written,
                   f"{run.get('peak_rss_mb', float('nan')):.0f}")
 
     row("engine, no-op, full load", r["engine"])
@@ -31,7 +33,7 @@ def table(r: dict[str, Any]) -> Table:
     row("DBOS, no-op steps", r["dbos"], "workflows_per_s", "cpu_s_per_1000_workflows")
     row("DBOS, registry statements", r["dbos_registry"], "workflows_per_s",
         "cpu_s_per_1000_workflows")
-    t.add_row("raw Kafka (messages)", f"{r['raw']['messages_per_s']:,.0f}", "", "", "", "", "")
+    t.add_row("raw Kafka (messages)", f"{r['raw']['messages_per_s']:,.0f}", *[""] * 7)
     rec, ratios = r["recovery"], r["ratios"]
     t.caption = (f"restore {rec['restore_states_per_s']:,.0f} states/s; failover "
                  f"{rec['failover_s']} s (new instance), {rec['failover_same_instance_s']} s "
@@ -47,7 +49,7 @@ def print_table(r: dict[str, Any], console: Console | None = None) -> None:
     if console is None:
         console = Console()
         if not console.is_terminal:  # piped into a file or a log: do not wrap the rows
-            console = Console(width=130)
+            console = Console(width=160)
     console.print(table(r))
 
 
