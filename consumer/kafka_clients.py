@@ -38,9 +38,6 @@ def transactional_config(settings: Settings, transactional_id: str) -> dict[str,
         # (including its successor's restore) until the broker aborts the transaction after
         # this timeout; transactions last ~100 ms, so 10 s is ample and bounds the takeover.
         "transaction.timeout.ms": 10_000,
-        # Only a failed delivery is reported (`Worker._delivered` acts on nothing else): a
-        # report per record is a Python call per record on the committing thread.
-        "delivery.report.only.error": True,
     }
     return config
 
