@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from consumer.participants.base import Participant, StepCall, StepOutcome
+from sagas.slot_init import with_slot_init
 
 log = logging.getLogger(__name__)
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True)
 class FinishedStep:
     partition: int

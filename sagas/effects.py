@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from sagas.events import Event
 from sagas.frozen import EMPTY, FrozenMap, freeze_fields
 from sagas.inputs import TimerKind
+from sagas.slot_init import with_slot_init
 from sagas.state import SagaState
 
 # --- the seed's ProvisioningResponse -----------------------------------------------------------
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProvisioningStarted:
     request_id: str
@@ -29,6 +31,7 @@ class ProvisioningStarted:
     occurred_at: int
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProvisioningCompleted:
     request_id: str
@@ -37,6 +40,7 @@ class ProvisioningCompleted:
     occurred_at: int
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProvisioningFailed:
     request_id: str
@@ -52,11 +56,13 @@ ProvisioningResponse = ProvisioningStarted | ProvisioningCompleted | Provisionin
 # --- effects -------------------------------------------------------------------------------------
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EmitEvent:
     event: Event
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ExecuteStep:
     request_id: str
@@ -75,6 +81,7 @@ class ExecuteStep:
         freeze_fields(self, "params")
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CompensateStep:
     request_id: str
@@ -94,6 +101,7 @@ class CompensateStep:
         freeze_fields(self, "params")
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SetTimer:
     request_id: str
@@ -104,12 +112,14 @@ class SetTimer:
     fire_at: int
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reply:
     reply_to: str
     response: ProvisioningResponse
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PersistState:
     state: SagaState

@@ -14,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sagas.frozen import EMPTY, FrozenMap, freeze_fields
+from sagas.slot_init import with_slot_init
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SagaEvent:
     request_id: str
@@ -26,6 +28,7 @@ class SagaEvent:
     occurred_at: int
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProvisioningRequested(SagaEvent):
     """A run started. Carries the command, so that replay can rebuild the state from events."""
@@ -41,6 +44,7 @@ class ProvisioningRequested(SagaEvent):
         freeze_fields(self, "params")
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProvisioningStepStarted(SagaEvent):
     step: str
@@ -50,6 +54,7 @@ class ProvisioningStepStarted(SagaEvent):
     step_deadline: int | None = None  # when the step fails for good
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProvisioningStepCompleted(SagaEvent):
     step: str
@@ -60,6 +65,7 @@ class ProvisioningStepCompleted(SagaEvent):
         freeze_fields(self, "output")
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProvisioningStepFailed(SagaEvent):
     """An attempt failed. With `next_retry_at` the step is tried again then; without, the step
@@ -72,6 +78,7 @@ class ProvisioningStepFailed(SagaEvent):
     next_retry_at: int | None = None
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProvisioningSucceeded(SagaEvent):
     resource_id: str
@@ -83,12 +90,14 @@ class ProvisioningSucceeded(SagaEvent):
         freeze_fields(self, "outputs")
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProvisioningFailedEvent(SagaEvent):
     reason: str
     failed_step: str | None = None
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProvisioningCompensationStarted(SagaEvent):
     """An attempt to undo a completed step was issued (the compensation's StepStarted)."""
@@ -100,12 +109,14 @@ class ProvisioningCompensationStarted(SagaEvent):
     deadline_at: int | None = None
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProvisioningStepCompensated(SagaEvent):
     step: str
     attempt: int
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProvisioningCompensationFailed(SagaEvent):
     """A compensation attempt failed. With `next_retry_at` it is tried again then; without, the
@@ -117,6 +128,7 @@ class ProvisioningCompensationFailed(SagaEvent):
     next_retry_at: int | None = None
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProvisioningRejected(SagaEvent):
     """A command was refused without running anything (code "conflict" or "invalid")."""
@@ -125,6 +137,7 @@ class ProvisioningRejected(SagaEvent):
     code: str
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProvisioningOperatorAction(SagaEvent):
     """An operator acted on the saga (CANCEL, RETRY, RESUME, RECOMPENSATE, RESOLVE): the audit

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from sagas.frozen import EMPTY, FrozenMap, freeze_fields
+from sagas.slot_init import with_slot_init
 
 
 class Outcome(StrEnum):
@@ -28,6 +29,7 @@ class TimerKind(StrEnum):
     COMPENSATION_TIMEOUT = "COMPENSATION_TIMEOUT"  # a compensation attempt gave no answer
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StartCommand:
     request_id: str
@@ -47,6 +49,7 @@ class StartCommand:
         freeze_fields(self, "params")
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepResult:
     request_id: str
@@ -67,6 +70,7 @@ class StepResult:
         freeze_fields(self, "output")
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CompensationResult:
     request_id: str
@@ -77,6 +81,7 @@ class CompensationResult:
     reason: str | None = None
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TimerFired:
     request_id: str
@@ -86,6 +91,7 @@ class TimerFired:
     attempt: int  # for STEP_DEADLINE: the attempt that armed it (1); not checked
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OperatorRetry:
     request_id: str
@@ -93,6 +99,7 @@ class OperatorRetry:
     reason: str | None = None
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OperatorCancel:
     request_id: str
@@ -100,6 +107,7 @@ class OperatorCancel:
     reason: str
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OperatorResume:
     """Start a fresh attempt of the step (or compensation) the saga waits on, now."""
@@ -109,6 +117,7 @@ class OperatorResume:
     reason: str | None = None
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OperatorRecompensate:
     """Try again to undo a leftover of a FAILED run: a fresh compensation attempt of `step`
@@ -120,6 +129,7 @@ class OperatorRecompensate:
     reason: str | None = None
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OperatorResolve:
     """An operator cleaned a leftover of a FAILED run by hand: `step` is no longer one."""

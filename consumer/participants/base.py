@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from sagas.slot_init import with_slot_init
+
 
 class Action(StrEnum):
     EXECUTE = "EXECUTE"
@@ -30,6 +32,7 @@ class Outcome(StrEnum):
     PERMANENT_FAILURE = "PERMANENT_FAILURE"
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True)
 class StepCall:
     request_id: str
@@ -45,6 +48,7 @@ class StepCall:
     trace_parent: str | None = None  # the saga's W3C traceparent, passed on to the participant
 
 
+@with_slot_init
 @dataclass(frozen=True, slots=True)
 class StepOutcome:
     outcome: Outcome
