@@ -153,6 +153,10 @@ class WorkerOptions:
         return self.max_queued_steps or 2 * self.step_concurrency
 
 
+# Built once: `isinstance(x, A | B)` makes the union anew on every call.
+STEP_EFFECTS = (ExecuteStep, CompensateStep)
+
+
 @dataclass(frozen=True, slots=True)
 class _Expire:
     request_id: str
@@ -481,8 +485,10 @@ class Worker:
                 # A finished saga ignores every timer (`decide`): its attempt timeouts, set
                 # while it ran, are dropped without decoding it.
                 continue
-            else:
-                self._apply_or_drop(partition, payload.request_id, payload)
+            else:  # the SetTimer itself was kept: most never reach a running saga
+                self._apply_or_drop(partition, payload.request_id, TimerFired(
+                    request_id=payload.request_id, run=payload.run, kind=payload.kind,
+                    step=payload.step, attempt=payload.attempt))
 
     # --- transitions -------------------------------------------------------------------------
     #
@@ -533,10 +539,12 @@ class Worker:
         saga = after or before
         trace_parent = saga.trace_parent if saga is not None else None
         staged = _Staged(after=after)
-        for effect in effects:
+        for effect in effects:  # the most frequent kinds first (every step: two of each)
             if isinstance(effect, EmitEvent):
                 staged.events.append(effect.event)
                 staged.records.append(self._event_record(request_id, effect.event, trace_parent))
+            elif isinstance(effect, SetTimer):
+                staged.eager.append(effect)
             elif isinstance(effect, PersistState):
                 # Written at commit: only the saga's last state of the transaction matters,
                 # encoded then, once per saga and transaction (a saga often moves several
@@ -544,25 +552,23 @@ class Worker:
                 # only its size is its own, checked here.
                 self._check_state_size(effect.state)
                 staged.snapshot = effect.state
+            elif isinstance(effect, STEP_EFFECTS):
+                kind = self.routing.route_for(effect.workflow_type, effect.step).kind
+                if kind == "kafka":
+                    # In this transaction: the participant sees the request only if the state
+                    # that asked for it commits, and its reply comes back on step-replies.
+                    staged.records.append(self._step_request_record(effect, trace_parent))
+                elif kind == "builtin" and self.options.eager_local_steps:
+                    # In-process and idempotent by its key: it need not wait for the commit
+                    # of the state that asked for it (the rule and its cost: checkpoint.py).
+                    staged.eager.append(effect)
+                else:
+                    staged.held.append(effect)
             elif isinstance(effect, Reply):
                 reply = self._reply_record(effect)
                 if reply is not None:
                     staged.records.append(reply)
-            elif isinstance(effect, ExecuteStep | CompensateStep) and self._remote(effect):
-                # In this transaction: the participant sees the request only if the state
-                # that asked for it commits, and its reply comes back on step-replies.
-                staged.records.append(self._step_request_record(effect, trace_parent))
-            elif isinstance(effect, SetTimer) or self._eager(effect):
-                staged.eager.append(effect)
-            elif isinstance(effect, ExecuteStep | CompensateStep):
-                staged.held.append(effect)
         return staged
-
-    def _eager(self, effect: ExecuteStep | CompensateStep) -> bool:
-        """May this step start before the state that asked for it commits? Only in-process
-        participants, idempotent by their key (the rule and what it costs: checkpoint.py)."""
-        return (self.options.eager_local_steps
-                and self.routing.route_for(effect.workflow_type, effect.step).kind == "builtin")
 
     def _perform(self, partition: int, request_id: str, staged: _Staged) -> None:
         for topic, record in staged.records:
@@ -749,16 +755,13 @@ class Worker:
     def _release(self, partition: int, effect: Any) -> None:
         if not self.store.owns(partition):
             return
-        if isinstance(effect, ExecuteStep | CompensateStep) and self._remote(effect):
+        if isinstance(effect, SetTimer):
+            self.timers.set(effect.fire_at, partition, effect)  # a TimerFired when it fires
+        elif self._remote(effect):
             # Only `resume` gets here with a Kafka step: its StepRequest was committed with the
             # state that asked for it, so the participant has it; the attempt timer covers a
             # request that is lost anyway.
             return
-        if isinstance(effect, SetTimer):
-            self.timers.set(effect.fire_at, partition, TimerFired(
-                request_id=effect.request_id, run=effect.run, kind=effect.kind,
-                step=effect.step, attempt=effect.attempt,
-            ))
         else:
             action = Action.COMPENSATE if isinstance(effect, CompensateStep) else Action.EXECUTE
             self.steps.submit(partition, self._generation[partition], _step_call(effect, action))
