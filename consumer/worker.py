@@ -746,8 +746,10 @@ class Worker:
     def _check_state_size(self, state: SagaState) -> None:
         """A state over the record limit fails its saga's input here, not the commit. Its
         texts (parameters, outputs, reasons) are most of it: counted, plus room for the rest."""
-        size = 1024 + sum(len(k) + len(v) for k, v in state.params.items()) + sum(
-            len(k) + len(v) for k, v in state.outputs.items()) + len(state.reason or "")
+        params, outputs = state.params, state.outputs
+        size = (1024 + sum(map(len, params.keys())) + sum(map(len, params.values()))
+                + sum(map(len, outputs.keys())) + sum(map(len, outputs.values()))
+                + len(state.reason or ""))
         if size > self.options.max_record_bytes:
             raise SagaFault(f"its SagaState record would be about {size} bytes, over the "
                             f"limit of {self.options.max_record_bytes}")
@@ -1084,7 +1086,7 @@ def _answer(request_id: str, run: int, step: str, attempt: int, action: Action,
             succeeded=outcome.outcome is Outcome.SUCCEEDED, reason=outcome.reason)
     return StepResult(
         request_id=request_id, run=run, step=step, attempt=attempt,
-        outcome=SagaOutcome(outcome.outcome.value), output=dict(outcome.output),
+        outcome=SagaOutcome(outcome.outcome.value), output=outcome.output,  # frozen: copied
         reason=outcome.reason, acted=outcome.acted, retry_after_ms=outcome.retry_after_ms)
 
 
