@@ -535,7 +535,9 @@ class Worker:
     def _stage(self, partition: int, request_id: str, before: SagaState | None,
                effects: tuple[Any, ...]) -> _Staged:
         """Every record of one transition, encoded and within the limits, and what to hold."""
-        after = next((e.state for e in effects if isinstance(e, PersistState)), None)
+        # The new snapshot, if the state changed, is the last effect (`sagas/effects.py`).
+        last = effects[-1] if effects else None
+        after = last.state if isinstance(last, PersistState) else None
         saga = after or before
         trace_parent = saga.trace_parent if saga is not None else None
         staged = _Staged(after=after)
