@@ -114,6 +114,17 @@ class KafkaNode:
             return {}
 
 
+def new_cluster_id() -> str:
+    """A cluster id as Kafka makes them (a random UUID in URL-safe base64), never one that
+    begins with "-": the storage tool reads such an id as an option and refuses to format
+    ("argument --cluster-id/-t: expected one argument", one fresh cluster in 64; Kafka's own
+    `Uuid.randomUuid` draws again for the same reason)."""
+    while True:
+        made = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not made.startswith("-"):
+            return made
+
+
 @dataclass(frozen=True, slots=True)
 class LocalKafka:
     folder: Path
@@ -312,11 +323,16 @@ class LocalKafka:
                                   + " ".join(last))
 
     def _cluster_id(self) -> str:
-        """One id for every node of the cluster, made once."""
+        """One id for every node of the cluster, made once. One that begins with "-", left by
+        an earlier start that could not format with it, is replaced (see `new_cluster_id`)."""
         path = self.folder / "cluster-id"
-        if not path.exists():
-            path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
-        return path.read_text().strip()
+        if path.exists():
+            kept = path.read_text().strip()
+            if kept and not kept.startswith("-"):
+                return kept
+        made = new_cluster_id()
+        path.write_text(made)
+        return made
 
     def _spawn(self, node: KafkaNode, java: str, classpath: str) -> None:
         with node.log_file.open("ab") as log:
