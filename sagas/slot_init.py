@@ -22,6 +22,7 @@ C = TypeVar("C", bound=type)
 # Every class given its own `__init__`, with the dataclass's generated one.
 GENERATED_INIT: dict[type, Callable[..., None]] = {}
 
+
 class _Factory:
     """The default of a parameter whose value comes from a factory (shown as the dataclass
     shows its own)."""
@@ -39,13 +40,16 @@ def with_slot_init(cls: C) -> C:
     if params is None or not params.frozen or "__slots__" not in vars(cls):
         raise TypeError(f"{cls.__name__} is not a frozen dataclass with slots")
     fields = dataclasses.fields(cls)
-    if len(fields) != len(cls.__dataclass_fields__) or not all(f.init for f in fields):
+    pseudo_fields = vars(cls)["__dataclass_fields__"]  # InitVar and ClassVar ones too
+    if len(fields) != len(pseudo_fields) or not all(f.init for f in fields):
         raise TypeError(f"{cls.__name__} has fields this __init__ does not make "
                         "(InitVar, ClassVar or init=False)")
     namespace: dict[str, Any] = {"NO_VALUE": _NO_VALUE}
-    positional, keyword, body = [], [], []
+    positional: list[str] = []
+    keyword: list[str] = []
+    body: list[str] = []
     for f in fields:
-        namespace[f"set_{f.name}"] = _slot(cls, f.name).__set__
+        namespace[f"set_{f.name}"] = slot_setter(cls, f.name)
         if f.default is not dataclasses.MISSING:
             namespace[f"default_{f.name}"] = f.default
             parameter = f"{f.name}=default_{f.name}"
@@ -70,9 +74,10 @@ def with_slot_init(cls: C) -> C:
     return cls
 
 
-def _slot(cls: type, name: str) -> Any:
-    """The slot descriptor of field `name`, on `cls` or the base class that declares it."""
+def slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+    """What sets field `name` of a `cls` object: its slot descriptor's `__set__`, found on
+    `cls` or the base class that declares it (frozenness is `__setattr__`'s, not the slot's)."""
     slot = inspect.getattr_static(cls, name)
     if not inspect.ismemberdescriptor(slot):
         raise TypeError(f"{cls.__name__}.{name} is not a slot")
-    return slot
+    return slot.__set__  # type: ignore[no-any-return]

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from sagas.frozen import EMPTY, FrozenMap, freeze, freeze_fields
-from sagas.slot_init import with_slot_init
+from sagas.slot_init import slot_setter, with_slot_init
 
 
 class Status(StrEnum):
@@ -148,7 +148,7 @@ def _compile_copy() -> Callable[[SagaState, dict[str, Any]], SagaState]:
     lines.append("    return new")
     namespace: dict[str, Any] = {"new_object": object.__new__, "SagaState": SagaState,
                                  "freeze": freeze, "to_status": _status}
-    namespace.update({f"set_{name}": vars(SagaState)[name].__set__ for name in names})
+    namespace.update({f"set_{name}": slot_setter(SagaState, name) for name in names})
     exec("\n".join(lines), namespace)  # noqa: S102 - source made above from field names
     return namespace["copy"]  # type: ignore[no-any-return]
 
