@@ -555,12 +555,13 @@ class Worker:
                 self._check_state_size(effect.state)
                 staged.snapshot = effect.state
             elif isinstance(effect, STEP_EFFECTS):
-                kind = self.routing.route_for(effect.workflow_type, effect.step).kind
-                if kind == "kafka":
+                route = self.routing.route_for(effect.workflow_type, effect.step)
+                if route.kind == "kafka":
                     # In this transaction: the participant sees the request only if the state
                     # that asked for it commits, and its reply comes back on step-replies.
-                    staged.records.append(self._step_request_record(effect, trace_parent))
-                elif kind == "builtin" and self.options.eager_local_steps:
+                    staged.records.append(
+                        self._step_request_record(effect, route.target, trace_parent))
+                elif route.kind == "builtin" and self.options.eager_local_steps:
                     # In-process and idempotent by its key: it need not wait for the commit
                     # of the state that asked for it (the rule and its cost: checkpoint.py).
                     staged.eager.append(effect)
@@ -637,9 +638,9 @@ class Worker:
         return route.target if route.kind == "kafka" else None
 
     def _step_request_record(self, effect: ExecuteStep | CompensateStep,
+                             participant: str | None,
                              trace_parent: str | None) -> tuple[str, dict[str, Any]]:
-        participant = self._remote(effect)
-        assert participant is not None
+        assert participant is not None  # a Kafka route names its participant (routing.py)
         action = Action.COMPENSATE if isinstance(effect, CompensateStep) else Action.EXECUTE
         request = {
             "requestId": effect.request_id, "run": effect.run,
