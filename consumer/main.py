@@ -87,12 +87,13 @@ def synchronous_participants(routing: Routing, builtin: Participant,
 
 def http_participants(routing: Routing) -> dict[tuple[str, str], Participant]:
     """An HTTP participant per http route, with its credentials read now: a token file or
-    certificate that cannot be used raises `ConfigurationError` naming the route."""
-    from consumer.participants.http import HttpParticipant
-
+    certificate that cannot be used raises `ConfigurationError` naming the route. The HTTP
+    client is imported only for such a route (httpx loads its own command line with it)."""
     http: dict[tuple[str, str], Participant] = {}
     for (workflow_type, step), route in routing.routes.items():
         if route.kind == "http" and route.target is not None:
+            from consumer.participants.http import HttpParticipant
+
             auth = read_http_auth(workflow_type, step, route)
             http[(workflow_type, step)] = HttpParticipant(
                 route.target, compensation_url=route.compensation_url,

@@ -166,10 +166,16 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--metrics-port", type=int, help=METRICS_HELP)
     api.set_defaults(handler=_api)
 
-    from provisioning import dlq_cli, requests_cli, top
+    # Light modules: what a command needs is imported when it runs (the parser is built on
+    # every start, each worker process's too).
+    from provisioning import dlq_cli, requests_cli
 
     requests_cli.add_commands(commands)
-    top.add_commands(commands)
+    top = commands.add_parser("top", help="live view of provisioning (from the projection)")
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+    top.add_argument("--interval", type=float, default=2.0, help="seconds between frames")
+    top.add_argument("--window-min", type=int, default=15, help="minutes the rates cover")
+    top.set_defaults(handler=_top)
     dlq_cli.add_commands(commands)
 
     registry = commands.add_parser("registry", help="the built-in participants' registry")
@@ -179,6 +185,12 @@ def _parser() -> argparse.ArgumentParser:
     add_entity.add_argument("--name", required=True)
     add_entity.set_defaults(handler=_registry_add_entity)
     return parser
+
+
+def _top(args: argparse.Namespace, settings: Settings) -> int:
+    from provisioning.top import run_top
+
+    return run_top(args, settings)
 
 
 def _dev_services(settings: Settings, shape=None):  # noqa: ANN001, ANN202 - lazy imports

@@ -8,6 +8,8 @@ migrates, the others then find the database at head and do nothing.
 Every function takes a `Target`: the Settings, a database URL, or an existing Engine (which is
 used as is and not disposed). `schema` confines migrations to one schema (created if missing)
 by putting it alone on the search path; tests use it to migrate a throwaway schema up and down.
+Alembic is imported by the functions that migrate, not here: the worker, projector and API
+only make engines, and each of their processes would load it at start for nothing.
 """
 
 from __future__ import annotations
@@ -15,15 +17,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from provisioning.errors import TransientError
 from provisioning.settings import Settings
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 # Constraint and index names every model and migration uses, so a migration can name what it
 # drops and a test can compare the two.
@@ -69,12 +71,16 @@ def create_engine(
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None, f"no migrations in {MIGRATIONS_DIR}"
     return head
@@ -82,6 +88,8 @@ def head_revision() -> str:
 
 def upgrade(target: Target, revision: str = "head", *, schema: str | None = None) -> None:
     """Migrate up to `revision`; a database already there is left alone."""
+    from alembic import command
+
     with _locked_connection(target, schema) as connection:
         config = alembic_config()
         config.attributes["connection"] = connection
@@ -90,6 +98,8 @@ def upgrade(target: Target, revision: str = "head", *, schema: str | None = None
 
 def downgrade(target: Target, revision: str, *, schema: str | None = None) -> None:
     """Migrate down to `revision` ("base" removes every table the migrations made)."""
+    from alembic import command
+
     with _locked_connection(target, schema) as connection:
         config = alembic_config()
         config.attributes["connection"] = connection
@@ -98,6 +108,8 @@ def downgrade(target: Target, revision: str, *, schema: str | None = None) -> No
 
 def current_revision(target: Target, *, schema: str | None = None) -> str | None:
     """The revision the database is at, or None before the first migration."""
+    from alembic.runtime.migration import MigrationContext
+
     with _engine(target) as engine, engine.begin() as connection:
         if schema is not None:
             _set_search_path(connection, schema)

@@ -1,4 +1,8 @@
-"""`provisioning dlq list|show|redrive`: dead-lettered commands, for operators."""
+"""`provisioning dlq list|show|redrive`: dead-lettered commands, for operators.
+
+The Kafka side (`provisioning.dlq_admin`) and rich are imported when a command runs: every
+start of `provisioning` builds the parser, each worker process's too.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,13 @@ import argparse
 import getpass
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-
-from provisioning.dlq_admin import DeadLetter, find, read_dead_letters, redrive
 from provisioning.requests_cli import assignments
 from provisioning.settings import Settings
+
+if TYPE_CHECKING:
+    from provisioning.dlq_admin import DeadLetter
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -36,6 +39,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def list_letters(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from provisioning.dlq_admin import read_dead_letters
+
     letters = read_dead_letters(settings, limit=args.limit)
     if args.json:
         print(json.dumps([_as_json(x) for x in letters], indent=2, default=str))
@@ -51,6 +59,10 @@ def list_letters(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def show_letter(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+
+    from provisioning.dlq_admin import find
+
     letter = find(settings, args.ref)
     if args.json:
         print(json.dumps(_as_json(letter), indent=2, default=str))
@@ -70,6 +82,10 @@ def show_letter(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def redrive_letter(args: argparse.Namespace, settings: Settings) -> int:
+    from rich.console import Console
+
+    from provisioning.dlq_admin import find, redrive
+
     changes = assignments(args.set)
     letter = find(settings, args.ref)
     request_id = redrive(settings, letter, changes=changes,

@@ -2,7 +2,8 @@
 `recompensate`, `resolve`): requests through the REST API, for people.
 
 Human output by default (rich tables, the audit trail as a timeline); `--json` prints the API's
-answer unchanged, for scripts.
+answer unchanged, for scripts. The HTTP client and rich are imported when a command runs, not
+here: every start of `provisioning` builds the parser, each worker process's too.
 """
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ import json
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.table import Table
-
-from provisioning.api_client import ApiClient
 from provisioning.errors import ConfigurationError
 from provisioning.settings import Settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from provisioning.api_client import ApiClient
 
 WORKFLOWS = ("tenant", "service", "user", "resource")
 EXAMPLE_FIELDS = {
@@ -105,6 +107,8 @@ def _connection_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _client(args: argparse.Namespace, settings: Settings) -> ApiClient:
+    from provisioning.api_client import ApiClient
+
     token = args.token or (settings.api_token.get_secret_value() if settings.api_token else None)
     return ApiClient(args.api_url or settings.api_url, token, args.tenant)
 
@@ -119,7 +123,7 @@ def _submit(args: argparse.Namespace, settings: Settings) -> int:
     elif "workflowType" in answer:
         _print_status(answer)
     else:
-        Console().print(f"accepted [bold]{answer['requestId']}[/] ({answer['status']}); "
+        _console().print(f"accepted [bold]{answer['requestId']}[/] ({answer['status']}); "
                         f"follow it with: provisioning status {answer['requestId']}")
     return 0
 
@@ -141,7 +145,7 @@ def _retry(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         _print_json(answer)
     else:
-        Console().print(f"retrying [bold]{answer['requestId']}[/] ({answer['status']})")
+        _console().print(f"retrying [bold]{answer['requestId']}[/] ({answer['status']})")
     return 0
 
 
@@ -152,7 +156,7 @@ def _operate(args: argparse.Namespace, settings: Settings) -> int:
         _print_json(answer)
     else:
         step = f" ({args.step})" if args.step else ""
-        Console().print(f"{args.action}{step} of [bold]{answer['requestId']}[/] sent "
+        _console().print(f"{args.action}{step} of [bold]{answer['requestId']}[/] sent "
                         f"(was {answer['status']}); follow it with: "
                         f"provisioning events {answer['requestId']}")
     return 0
@@ -200,12 +204,20 @@ def assignments(items: list[str]) -> dict[str, str]:
     return fields
 
 
+def _console(**options: Any) -> Console:
+    from rich.console import Console
+
+    return Console(**options)
+
+
 def _print_json(answer: dict[str, Any]) -> None:
     print(json.dumps(answer, indent=2))
 
 
 def _print_status(s: dict[str, Any]) -> None:
     style = STATUS_STYLE.get(s["status"], "")
+    from rich.table import Table
+
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
@@ -224,7 +236,7 @@ def _print_status(s: dict[str, Any]) -> None:
              for x in s.get("uncompensatedSteps", [])]
     for name, value in rows:
         table.add_row(name, value)
-    Console().print(table)
+    _console().print(table)
 
 
 EVENT_STYLE = {"Succeeded": "green", "FailedEvent": "red", "Rejected": "red",
@@ -236,7 +248,7 @@ HIDDEN_DETAILS = ("payloadHash", "deadlineAt", "stepDeadline", "nextRetryAt", "w
 
 def _print_timeline(trail: dict[str, Any]) -> None:
     """One line per event, never cut: time, sequence, run, event, step, what it said."""
-    console = Console(highlight=False, soft_wrap=True)
+    console = _console(highlight=False, soft_wrap=True)
     console.print(f"[bold]request {trail['requestId']}[/]")
     for e in trail["events"]:
         when = datetime.fromisoformat(e["occurredAt"]).strftime("%H:%M:%S.%f")[:-3]

@@ -57,14 +57,6 @@ QUERIES = {
 }
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
-    top = commands.add_parser("top", help="live view of provisioning (from the projection)")
-    top.add_argument("--once", action="store_true", help="print one frame and exit")
-    top.add_argument("--interval", type=float, default=2.0, help="seconds between frames")
-    top.add_argument("--window-min", type=int, default=15, help="minutes the rates cover")
-    top.set_defaults(handler=run_top)
-
-
 def run_top(args: argparse.Namespace, settings: Settings) -> int:
     from provisioning.database import create_engine
 
