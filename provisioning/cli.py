@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from provisioning.errors import ProvisioningError, SchemaError
+from provisioning.errors import DevServiceError, ProvisioningError, SchemaError
 from provisioning.settings import Settings, get_settings
 
 METRICS_HELP = "serve /metrics, /healthz, /readyz here (default: PROVISIONING_METRICS_PORT)"
@@ -30,8 +30,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help()
         return 2
-    from provisioning.devservices import DevServiceError
-
     settings = get_settings()
     if getattr(args, "metrics_port", None) is not None:
         settings = settings.model_copy(update={"metrics_port": args.metrics_port})

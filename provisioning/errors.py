@@ -13,8 +13,8 @@ catches `ProvisioningError` and `SchemaError`.
 
 from schemas.errors import CodecError, SchemaError
 
-__all__ = ["CodecError", "ConfigurationError", "ProvisioningError", "SchemaError",
-           "TransientError"]
+__all__ = ["CodecError", "ConfigurationError", "DevServiceError", "ProvisioningError",
+           "SchemaError", "TransientError"]
 
 
 class ProvisioningError(Exception):
@@ -27,3 +27,10 @@ class TransientError(ProvisioningError):
 
 class ConfigurationError(ProvisioningError):
     """Settings or the environment are wrong; retrying will not help."""
+
+
+class DevServiceError(Exception):
+    """A local development service could not be started or stopped; the message is one line
+    for a person. Defined here, not with the services (`provisioning.devservices`, which loads
+    the Kafka client and cryptography), so the command line can catch it without loading them
+    on every start."""

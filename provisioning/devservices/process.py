@@ -11,9 +11,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-
-class DevServiceError(Exception):
-    """A local service could not be started or stopped; the message is one line for a person."""
+from provisioning.errors import DevServiceError
 
 
 def require_executable(name: str, hint: str) -> str:
