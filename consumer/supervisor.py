@@ -9,9 +9,10 @@ it gets its partitions back without a rebalance).
 
 The supervisor
 - restarts a member that exits unasked: at once if it had been running for a while (a crash,
-  a kill -9), after a growing pause (1, 2, 4 ... 30 s) if it dies within `settle_s` of its
-  start; after `give_up_after` such deaths in a row it stops the others and fails with an error
-  naming the member (the same fault would only repeat: a missing topic, a bad routing file);
+  a kill -9; its exit, SIGCHLD, wakes the supervisor, which does not wait for its next look),
+  after a growing pause (1, 2, 4 ... 30 s) if it dies within `settle_s` of its start; after
+  `give_up_after` such deaths in a row it stops the others and fails with an error naming the
+  member (the same fault would only repeat: a missing topic, a bad routing file);
 - forwards SIGTERM and SIGINT to the members, waits for them to finish their transactions and
   exits 0 when every one stopped cleanly (1 otherwise; members still running after
   `stop_timeout_s` are killed);
@@ -47,7 +48,7 @@ from provisioning.ops import start_ops
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.2
+POLL_S = 0.2  # how often the supervisor looks at its members when nothing wakes it
 
 
 class MembersKeepFailing(ProvisioningError):
@@ -132,6 +133,8 @@ class Supervisor:
         """Run the members until SIGTERM/SIGINT; 0 when all of them then stopped cleanly."""
         previous = {signum: signal.signal(signum, self._on_signal)
                     for signum in (signal.SIGTERM, signal.SIGINT)}
+        # A member's exit is seen at once, not at the next look: a restart is a failover.
+        previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, self._on_child_exit)
         ops = None
         try:
             # The port first: a port in use fails the start before any member runs.
@@ -145,6 +148,7 @@ class Supervisor:
                 self._turned = time.monotonic()
                 self._watch()
                 self._wake.wait(POLL_S)
+                self._wake.clear()  # a stop() meanwhile has set _signal, checked above
             clean = self._shutdown(self._signal or signal.SIGTERM)
         finally:
             if ops is not None:
@@ -163,6 +167,9 @@ class Supervisor:
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         self.stop(signum)
+
+    def _on_child_exit(self, _signum: int, _frame: object) -> None:
+        self._wake.set()
 
     # --- members -------------------------------------------------------------------------------
 
@@ -196,7 +203,9 @@ class Supervisor:
                 code = member.process.poll()
                 if code is not None:
                     self._exited(member, code, now)
-            elif member.restart_at is not None and now >= member.restart_at:
+            # In the same look as its exit when its restart is due at once.
+            if (member.process is None and member.restart_at is not None
+                    and now >= member.restart_at):
                 self._start(member)
 
     def _exited(self, member: _Member, code: int, now: float) -> None:

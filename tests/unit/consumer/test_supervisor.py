@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from consumer import supervisor as supervisor_module
 from consumer.supervisor import MembersKeepFailing, MemberSpec, RestartPolicy, Supervisor
 from provisioning.metrics import MEMBER_RESTARTS
 
@@ -131,6 +132,35 @@ def test_a_member_that_ran_is_restarted_at_once_under_its_instance_id(tmp_path: 
     assert "process 1:" in str(seen["while_down"])
     assert "process 0: t-0 ready" in str(seen["while_down"])
     assert restarts_of("1") == restarts_before + 1
+
+
+def test_a_members_exit_wakes_the_supervisor_which_restarts_it_in_the_same_look(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its periodic look at the members a minute apart: a restart seen within seconds can only
+    # come from the exit waking it (SIGCHLD), and be made in the look that saw the exit.
+    monkeypatch.setattr(supervisor_module, "POLL_S", 60.0)
+    log = tmp_path / "starts.log"
+    policy = RestartPolicy(settle_s=0.5, first_backoff_s=5, give_up_after=2)
+    supervisor = Supervisor(1, stand_in(log), instance_id="t", policy=policy)
+    seen: dict[str, object] = {}
+
+    def kill_the_member_then_stop() -> None:
+        try:
+            wait_until(lambda: supervisor.readiness()[0], 30, "the member ready")
+            time.sleep(0.6)  # past settle_s: it "ran", so its restart is due at once
+            ((_, first_pid),) = starts(log)
+            os.kill(first_pid, signal.SIGKILL)
+            wait_until(lambda: len(starts(log)) == 2, 10, "the member restarted")
+            seen["restarted"] = True
+        finally:
+            supervisor.stop()  # whatever happened: run() returns and the test says it
+
+    in_background(kill_the_member_then_stop)
+    before = signal.getsignal(signal.SIGCHLD)
+    assert supervisor.run() == 0
+    assert seen == {"restarted": True}
+    assert [instance for instance, _ in starts(log)] == ["t-0", "t-0"]
+    assert signal.getsignal(signal.SIGCHLD) is before
 
 
 def test_members_that_die_at_once_make_it_give_up_naming_the_member(tmp_path: Path) -> None:
