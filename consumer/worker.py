@@ -26,7 +26,7 @@ import logging
 import signal
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -175,7 +175,8 @@ class _Staged:
     records: list[tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=list)
     snapshot: SagaState | None = None  # encoded at commit, if still the saga's latest
     held: list[Any] = dataclasses.field(default_factory=list)  # after the commit
-    eager: list[Any] = dataclasses.field(default_factory=list)  # at once (checkpoint.py)
+    eager: list[Any] = dataclasses.field(default_factory=list)  # in-process steps, at once
+    timers: list[SetTimer] = dataclasses.field(default_factory=list)  # set at once
     events: list[Any] = dataclasses.field(default_factory=list)
 
 
@@ -546,13 +547,15 @@ class Worker:
                 staged.events.append(effect.event)
                 staged.records.append(self._event_record(request_id, effect.event, trace_parent))
             elif isinstance(effect, SetTimer):
-                staged.eager.append(effect)
+                staged.timers.append(effect)
             elif isinstance(effect, PersistState):
                 # Written at commit: only the saga's last state of the transaction matters,
                 # encoded then, once per saga and transaction (a saga often moves several
                 # times in one). Every text in it went through an event of this saga first;
-                # only its size is its own, checked here.
-                self._check_state_size(effect.state)
+                # only its size is its own, checked here (when its texts changed: the
+                # state before was checked with the same ones).
+                if before is None or _texts_changed(before, effect.state):
+                    self._check_state_size(effect.state)
                 staged.snapshot = effect.state
             elif isinstance(effect, STEP_EFFECTS):
                 route = self.routing.route_for(effect.workflow_type, effect.step)
@@ -581,8 +584,10 @@ class Worker:
             self.store.put(partition, staged.after)
         for effect in staged.held:
             self.checkpoint.hold(partition, effect)
+        for timer in staged.timers:
+            self.timers.set(timer.fire_at, partition, timer)  # a TimerFired when it fires
         for effect in staged.eager:
-            self._release(partition, effect)
+            self._start_step(partition, effect)
         self.checkpoint.transitions += 1
         try:
             self.observer.transition(staged.events, staged.after)
@@ -590,18 +595,27 @@ class Worker:
             log.exception("observing a transition failed", extra={"request_id": request_id})
 
     def _record(self, topic: str, key: str, obj: Any, partition: int | None = None,
-                headers: list[tuple[str, bytes]] | None = None) -> tuple[str, dict[str, Any]]:
-        """`obj` as a record for `topic`; `SagaFault` if it cannot be encoded or is too large."""
+                headers: list[tuple[str, bytes]] | None = None,
+                headers_size: int | None = None) -> tuple[str, dict[str, Any]]:
+        """`obj` as a record for `topic`; `SagaFault` if it cannot be encoded or is too large.
+        `headers_size`: the bytes `headers` count for (worked out here when not given)."""
+        name = type(obj).__name__
         try:
             value = wire.encode(obj)
         except CodecError as exc:
-            raise SagaFault(f"its {type(obj).__name__} cannot be encoded: {exc}") from exc
-        record: dict[str, Any] = {
-            "key": key.encode(), "value": value,
-            "headers": headers or codec.headers_for(type(obj).__name__)}
+            raise SagaFault(f"its {name} cannot be encoded: {exc}") from exc
+        if headers is None:
+            headers, headers_size = _plain_headers(name, None)
+        elif headers_size is None:
+            headers_size = headers_bytes(headers)
+        raw_key = key.encode()
+        record: dict[str, Any] = {"key": raw_key, "value": value, "headers": headers}
         if partition is not None:
             record["partition"] = partition
-        self._check_size(type(obj).__name__, record)
+        size = len(raw_key) + len(value) + headers_size
+        if size > self.options.max_record_bytes:
+            raise SagaFault(f"its {name} record would be {size} bytes, over the limit of "
+                            f"{self.options.max_record_bytes}")
         return topic, record
 
     def _event_record(self, request_id: str, event: Any,
@@ -610,9 +624,12 @@ class Worker:
         `workflowType`, so subscribers filter by workflow without decoding: "unknown" for the
         rejection of a command whose workflow could not be read (filtered out by any
         workflow filter, like the field)."""
-        headers = codec.headers_for(type(event).__name__, trace_parent,
-                                    workflow_type=event.workflow_type)
-        return self._record(self.topics.events, request_id, event, headers=headers)
+        headers, size = _plain_headers(type(event).__name__, event.workflow_type)
+        if trace_parent:
+            traced = ("traceparent", trace_parent.encode("ascii", "replace"))
+            headers, size = [*headers, traced], size + headers_bytes([traced])
+        return self._record(self.topics.events, request_id, event, headers=headers,
+                            headers_size=size)
 
     def _check_size(self, what: str, record: dict[str, Any]) -> None:
         size = record_size(record)
@@ -734,10 +751,12 @@ class Worker:
     def _write_snapshots(self) -> None:
         snapshots, self._snapshots = self._snapshots, {}
         for (partition, request_id), state in snapshots.items():
-            headers = codec.headers_for("SagaState") + snapshot_headers(state)
+            plain, size = _plain_headers("SagaState", None)
+            status = snapshot_headers(state)
             try:
                 record = self._record(self.topics.state, request_id, state,
-                                      partition=partition, headers=headers)
+                                      partition=partition, headers=plain + status,
+                                      headers_size=size + headers_bytes(status))
             except SagaFault as exc:  # its events encoded: never seen; restored from before
                 metrics.SAGA_FAULTS.labels("SagaState").inc()
                 log.error("state not written", extra={"request_id": request_id,
@@ -768,8 +787,12 @@ class Worker:
             # request that is lost anyway.
             return
         else:
-            action = Action.COMPENSATE if isinstance(effect, CompensateStep) else Action.EXECUTE
-            self.steps.submit(partition, self._generation[partition], _step_call(effect, action))
+            self._start_step(partition, effect)
+
+    def _start_step(self, partition: int, effect: ExecuteStep | CompensateStep) -> None:
+        """Hand an in-process step to the step threads."""
+        action = Action.COMPENSATE if isinstance(effect, CompensateStep) else Action.EXECUTE
+        self.steps.submit(partition, self._generation[partition], _step_call(effect, action))
 
     # --- terminal sagas ------------------------------------------------------------------------
 
@@ -1097,9 +1120,18 @@ def _step_call(effect: ExecuteStep | CompensateStep, action: Action) -> StepCall
     return StepCall(
         request_id=effect.request_id, run=effect.run, workflow_type=effect.workflow_type,
         tenant_id=effect.tenant_id, step=effect.step, action=action, attempt=effect.attempt,
-        idempotency_key=effect.idempotency_key, params=dict(effect.params),
+        # From the items' view, copied in C: dict(FrozenMap) would call its __getitem__ in
+        # Python once per parameter (58 calls a saga for the no-op tenant workflow).
+        idempotency_key=effect.idempotency_key, params=dict(effect.params.items()),
         deadline_at=effect.deadline_at, trace_parent=effect.trace_parent,
     )
+
+
+def _texts_changed(before: SagaState, after: SagaState) -> bool:
+    """Whether `after` holds other parameters, outputs or reason than `before` (the texts
+    that make a state's size: `Worker._check_state_size`)."""
+    return (after.outputs is not before.outputs or after.params is not before.params
+            or after.reason is not before.reason)
 
 
 def _header(message: Message, name: str) -> str | None:
@@ -1124,6 +1156,29 @@ def _unrecordable(answer: StepResult | CompensationResult,
 
 def record_size(record: dict[str, Any]) -> int:
     """Bytes of a record as the producer counts them against its limit (near enough)."""
-    headers = record.get("headers") or ()
     return (len(record.get("key") or b"") + len(record.get("value") or b"")
-            + sum(len(k) + len(v or b"") + 8 for k, v in headers))
+            + headers_bytes(record.get("headers") or ()))
+
+
+def headers_bytes(headers: Iterable[tuple[str, bytes | None]]) -> int:
+    return sum(len(k) + len(v or b"") + 8 for k, v in headers)
+
+
+# The headers of a record name and workflow type without a trace, and their size: the same
+# for most of the worker's records, made once (`codec.headers_for` makes a new list per call,
+# and summing it per record was 3 % of the no-op loop under cProfile). Shared between records,
+# so never changed: the producer copies them. Workflow types are the registry's few (or
+# "unknown"), record names the schemas'; emptied if it ever grows past its limit anyway.
+_PLAIN_HEADERS: dict[tuple[str, str | None], tuple[list[tuple[str, bytes]], int]] = {}
+_PLAIN_HEADERS_LIMIT = 1024
+
+
+def _plain_headers(record_name: str, workflow_type: str | None
+                   ) -> tuple[list[tuple[str, bytes]], int]:
+    found = _PLAIN_HEADERS.get((record_name, workflow_type))
+    if found is None:
+        if len(_PLAIN_HEADERS) >= _PLAIN_HEADERS_LIMIT:
+            _PLAIN_HEADERS.clear()
+        headers = codec.headers_for(record_name, workflow_type=workflow_type)
+        found = _PLAIN_HEADERS[(record_name, workflow_type)] = (headers, headers_bytes(headers))
+    return found

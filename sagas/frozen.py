@@ -23,8 +23,12 @@ class FrozenMap(Mapping[K, V]):
 
     def __init__(self, items: Mapping[K, V] | Any = ()) -> None:
         # From another FrozenMap: its dict, copied in C (Mapping's protocol would call
-        # __getitem__ once per key in Python).
-        self._items: dict[K, V] = dict(items._items if isinstance(items, FrozenMap) else items)
+        # __getitem__ once per key in Python). A dict is told apart first, by its exact type:
+        # `isinstance(x, FrozenMap)` is false for it only after a Python-level call of the
+        # ABC machinery's __instancecheck__ (FrozenMap is a Mapping), for every step's output.
+        if type(items) is not dict and isinstance(items, FrozenMap):
+            items = items._items
+        self._items: dict[K, V] = dict(items)
         self._hash: int | None = None
 
     def __getitem__(self, key: K) -> V:
@@ -81,7 +85,8 @@ class FrozenMap(Mapping[K, V]):
 
     def merge(self, other: Mapping[K, V]) -> FrozenMap[K, V]:
         """A copy with the items of `other` added (they win on equal keys)."""
-        extra = other._items if isinstance(other, FrozenMap) else other
+        extra = other if type(other) is dict else (
+            other._items if isinstance(other, FrozenMap) else other)
         return FrozenMap({**self._items, **extra})
 
 
@@ -90,7 +95,9 @@ EMPTY: FrozenMap[Any, Any] = FrozenMap()
 
 def freeze(mapping: Mapping[K, V] | None) -> FrozenMap[K, V]:
     """`mapping` as a FrozenMap (itself when it already is one)."""
-    if isinstance(mapping, FrozenMap):
+    if type(mapping) is FrozenMap:  # the exact type first: see FrozenMap.__init__
+        return mapping
+    if type(mapping) is not dict and isinstance(mapping, FrozenMap):
         return mapping
     return FrozenMap(mapping or {})
 
