@@ -46,34 +46,26 @@ class TopicLayout:
     """Topic names under one namespace prefix."""
 
     prefix: str = ""
+    # Made once from the prefix: the worker reads them for every record it writes.
+    commands: str = field(init=False)
+    events: str = field(init=False)
+    state: str = field(init=False)
+    step_replies: str = field(init=False)
+    commands_dlq: str = field(init=False)
+    # Events the projector could decode but not project (malformed records).
+    events_dlq: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        for name, base in (("commands", "provisioning.commands"),
+                           ("events", "provisioning.events"),
+                           ("state", "provisioning.state"),
+                           ("step_replies", "provisioning.step-replies"),
+                           ("commands_dlq", "provisioning.commands.dlq"),
+                           ("events_dlq", "provisioning.events.dlq")):
+            object.__setattr__(self, name, self._name(base))
 
     def _name(self, base: str) -> str:
         return f"{self.prefix}.{base}" if self.prefix else base
-
-    @property
-    def commands(self) -> str:
-        return self._name("provisioning.commands")
-
-    @property
-    def events(self) -> str:
-        return self._name("provisioning.events")
-
-    @property
-    def state(self) -> str:
-        return self._name("provisioning.state")
-
-    @property
-    def step_replies(self) -> str:
-        return self._name("provisioning.step-replies")
-
-    @property
-    def commands_dlq(self) -> str:
-        return self._name("provisioning.commands.dlq")
-
-    @property
-    def events_dlq(self) -> str:
-        """Events the projector could decode but not project (malformed records)."""
-        return self._name("provisioning.events.dlq")
 
     def step_requests(self, participant: str) -> str:
         return self._name(f"provisioning.step-requests.{participant}")
