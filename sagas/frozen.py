@@ -105,4 +105,6 @@ def freeze(mapping: Mapping[K, V] | None) -> FrozenMap[K, V]:
 def freeze_fields(obj: Any, *names: str) -> None:
     """In a frozen dataclass's __post_init__: accept any mapping, keep a FrozenMap."""
     for name in names:
-        object.__setattr__(obj, name, freeze(getattr(obj, name)))
+        value = getattr(obj, name)
+        if type(value) is not FrozenMap:  # most are already (a saga's maps are passed on)
+            object.__setattr__(obj, name, freeze(value))
