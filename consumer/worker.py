@@ -612,10 +612,7 @@ class Worker:
         record: dict[str, Any] = {"key": raw_key, "value": value, "headers": headers}
         if partition is not None:
             record["partition"] = partition
-        size = len(raw_key) + len(value) + headers_size
-        if size > self.options.max_record_bytes:
-            raise SagaFault(f"its {name} record would be {size} bytes, over the limit of "
-                            f"{self.options.max_record_bytes}")
+        self._check_size(name, len(raw_key) + len(value) + headers_size)
         return topic, record
 
     def _event_record(self, request_id: str, event: Any,
@@ -631,8 +628,8 @@ class Worker:
         return self._record(self.topics.events, request_id, event, headers=headers,
                             headers_size=size)
 
-    def _check_size(self, what: str, record: dict[str, Any]) -> None:
-        size = record_size(record)
+    def _check_size(self, what: str, size: int) -> None:
+        """`SagaFault` if a record of `size` bytes (`record_size`) is over the limit."""
         if size > self.options.max_record_bytes:
             raise SagaFault(f"its {what} record would be {size} bytes, over the limit of "
                             f"{self.options.max_record_bytes}")
@@ -673,7 +670,7 @@ class Worker:
             raise SagaFault(f"its StepRequest cannot be encoded: {exc}") from exc
         record = {"key": effect.request_id.encode(), "value": value,
                   "headers": codec.headers_for("StepRequest", trace_parent)}
-        self._check_size("StepRequest", record)
+        self._check_size("StepRequest", record_size(record))
         return self.topics.step_requests(participant), record
 
     def _reply_record(self, effect: Reply) -> tuple[str, dict[str, Any]] | None:
@@ -750,8 +747,8 @@ class Worker:
 
     def _write_snapshots(self) -> None:
         snapshots, self._snapshots = self._snapshots, {}
+        plain, size = _plain_headers("SagaState", None)
         for (partition, request_id), state in snapshots.items():
-            plain, size = _plain_headers("SagaState", None)
             status = snapshot_headers(state)
             try:
                 record = self._record(self.topics.state, request_id, state,
