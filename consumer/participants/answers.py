@@ -71,14 +71,19 @@ def _plainly_recordable(output: Mapping[str, str]) -> bool:
     `MAX_OUTPUT_BYTES` in all. False sends the output through the thorough checks."""
     if len(output) > MAX_OUTPUT_ENTRIES:
         return False
-    names, values = list(output), list(output.values())
     try:
-        text = "".join(names) + "".join(values)  # TypeError: something is not a str
+        names, values = "".join(output), "".join(output.values())  # TypeError: not all str
     except TypeError:
         return False
+    text = names + values
+    # Every name (or value) is within its limit at once when all of them together are: the
+    # lengths one by one only for longer outputs (measuring them took half the time here).
     return (text.isascii() and text.isprintable() and len(text) <= MAX_OUTPUT_BYTES
-            and all(names) and max(map(len, names), default=0) <= MAX_OUTPUT_NAME_CHARS
-            and max(map(len, values), default=0) <= MAX_OUTPUT_VALUE_CHARS)
+            and "" not in output  # the names are strings: the only false one is empty
+            and (len(names) <= MAX_OUTPUT_NAME_CHARS
+                 or max(map(len, output)) <= MAX_OUTPUT_NAME_CHARS)
+            and (len(values) <= MAX_OUTPUT_VALUE_CHARS
+                 or max(map(len, output.values())) <= MAX_OUTPUT_VALUE_CHARS))
 
 
 def clean_retry_after(retry_after_ms: object) -> int | None:

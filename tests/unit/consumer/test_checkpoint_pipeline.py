@@ -16,14 +16,19 @@ class RecordingProducer:
 
     def __init__(self) -> None:
         self.calls: list[tuple] = []
+        self.produced: list[tuple] = []
         self.go = threading.Event()
         self.fail_commit: KafkaError | None = None
 
     def begin_transaction(self) -> None:
         self.calls.append(("begin",))
 
-    def produce(self, topic: str, on_delivery: object = None, **record: object) -> None:
-        self.calls.append(("produce", topic, record["value"]))
+    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                partition: int = -1, callback: object = None, on_delivery: object = None,
+                timestamp: int = 0, headers: object = None) -> None:  # as cimpl.pyi says
+        self.calls.append(("produce", topic, value))
+        self.produced.append((topic, key, value, partition, headers, callback or on_delivery,
+                              timestamp))
 
     def flush(self, *_: object) -> int:
         return 0
@@ -127,3 +132,20 @@ def test_an_abort_while_a_commit_runs_waits_for_it_first(
     # The commit ended before anything else touched the producer; nothing was left to abort.
     assert producer.calls == [("begin",), ("offsets", [("commands", 1, 4)]), ("commit",)]
     assert not checkpoint.open and checkpoint.committing is None and not checkpoint.pending
+
+
+def test_every_part_of_a_record_reaches_the_producer(producer: RecordingProducer) -> None:
+    def delivered(*_: object) -> None: ...
+
+    checkpoint = Checkpoint(producer, Group(), timeout_s=1, hang_margin_s=1,  # type: ignore[arg-type]
+                            on_delivery=delivered)
+    checkpoint.begin()
+    headers = [("event-type", b"ProvisioningSucceeded")]
+    checkpoint.produce("events", {"key": b"r-1", "value": b"v", "headers": headers})
+    checkpoint.produce("state", {"key": b"r-1", "value": None, "partition": 3})
+
+    assert producer.produced == [
+        # No partition: the partitioner's choice by key (librdkafka's RD_KAFKA_PARTITION_UA).
+        ("events", b"r-1", b"v", -1, headers, delivered, 0),
+        ("state", b"r-1", None, 3, None, delivered, 0),  # a tombstone to its saga's partition
+    ]
